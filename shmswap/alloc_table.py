@@ -1,0 +1,166 @@
+"""``swap_cluster_alloc_table``: the two variants, as policy objects (reference §5.2, §5.3).
+
+Both start the same way, under ``ci->lock``, the local lock and (HDD) ``global_cluster_lock``,
+with ``ci`` just isolated from ``free_clusters``: an atomic allocation; if that fails, drop every
+lock, sleep for a table (the task may migrate), and take the local lock of the CPU it now runs on.
+
+* ``seed`` (patch v2 14/15, the default): re-check the per-CPU cluster of the CPU the task now
+  runs on (SSD only; after every sleep, migrated or not) and use it instead if it is usable and
+  not full: branch T5.  Otherwise, NULL if the sleep failed (T6b), else relock ``ci`` and install.
+  On T5 and T6b the isolated cluster stays flag NONE, count 0, table NULL, on no list: lost until
+  swapoff.  The model records each such event (``cluster.lost``) so the checker can attribute it.
+* ``merged`` (Linux 6.18, commit 07adc4cf): no per-CPU re-check; relock ``ci``; if the sleep
+  failed, put ``ci`` back on ``free_clusters`` and return NULL.
+
+Every branch is counted (``stats.Stat``).
+"""
+
+from __future__ import annotations
+
+from .cluster import (
+    C_COUNT, C_LOST, C_TABLE, CLUSTER_FLAG_FREE, CW, KernelBug, ci_lock, ci_unlock, cluster_is_usable,
+    lockdep_assert_held, move_cluster, swap_cluster_lock, swap_cluster_unlock,
+)
+from .layout import LIST_FREE
+from .preempt import Point, sched_point
+from .stats import Stat
+
+__all__ = ["SeedAllocTable", "MergedAllocTable", "LOST_T5", "LOST_T6B", "LOST_NAMES", "lost_word",
+           "decode_lost"]
+
+LOST_T5, LOST_T6B = 1, 2
+LOST_NAMES = {LOST_T5: "T5", LOST_T6B: "T6b"}
+
+
+def lost_word(branch: int, wid: int, cpu: int, other: int) -> int:
+    """Pack a lost-cluster record: branch, worker, CPU, and the cluster used instead (T5) + 1."""
+    return branch | (wid << 8) | (cpu << 20) | ((other + 1) << 32)
+
+
+def decode_lost(word: int) -> tuple[int, int, int, int]:
+    return word & 0xFF, (word >> 8) & 0xFFF, (word >> 20) & 0xFFF, (word >> 32) - 1
+
+
+def _install(si, ci: int, table: int) -> None:
+    """``rcu_assign_pointer(ci->table, table)``."""
+    si.cr.store((ci * CW + C_TABLE) * 8, table)
+
+
+def _free_unused(si, table: int) -> None:
+    if table >= 0:
+        si.slab.free(si, table)
+        si.stat(Stat.TABLE_UNUSED_FREED)
+
+
+def _check_entry(si, ci: int) -> None:
+    lockdep_assert_held(si, ci)
+    if not si.local_lock_held(si.task.cpu):
+        raise KernelBug(f"swap_cluster_alloc_table: local lock of CPU {si.task.cpu} not held")
+
+
+def _atomic_attempt(si, ci: int) -> bool:
+    table = si.slab.alloc_atomic(si, ci)
+    if table < 0:
+        si.stat(Stat.TABLE_ATOMIC_FAIL)
+        return False
+    _install(si, ci, table)
+    si.stat(Stat.TABLE_ATOMIC)
+    return True
+
+
+def _sleep_for_table(si, ci: int) -> int:
+    """Drop ci->lock, global_cluster_lock (HDD), the local lock; sleep; wake, maybe elsewhere.
+
+    Returns the table (or -1) with the local lock of the CPU the task now runs on held, and
+    global_cluster_lock on HDD; no cluster lock.
+    """
+    task = si.task
+    before = task.cpu
+    ci_unlock(si, ci)
+    if not si.ssd:
+        si.global_cluster_unlock()
+    si.local_unlock(before)
+    si.stat(Stat.SLEEPS)
+    sched_point(Point.TABLE_SLEEP, ci, before)
+    table = si.sleep_alloc(si, ci)
+    if table < 0:
+        si.stat(Stat.SLEEP_FAIL)
+    now = task.wake_after_sleep()
+    si.set_rec_cpu(now)
+    if now != before:
+        si.stat(Stat.MIGRATED)
+    sched_point(Point.TABLE_WAKE, now, before)
+    si.local_lock(now)
+    if not si.ssd:
+        si.global_cluster_lock()
+    return table
+
+
+def _lose(si, ci: int, branch: int, other: int = -1) -> None:
+    """Record that the seed left ``ci`` isolated on no list (T5 or T6b)."""
+    si.cq[ci * CW + C_LOST] = lost_word(branch, si.task.wid, si.task.cpu, other)
+    si.stat(Stat.LOST_CLUSTERS)
+
+
+class SeedAllocTable:
+    """``swap_cluster_alloc_table`` as the seed writes it."""
+
+    name = "seed"
+
+    def swap_cluster_alloc_table(self, si, ci: int, order: int) -> int:
+        """Models ``swap_cluster_alloc_table()`` of patch v2 14/15 (mm/swapfile.c)."""
+        _check_entry(si, ci)
+        if _atomic_attempt(si, ci):
+            return ci
+        table = _sleep_for_table(si, ci)
+        # Back to atomic context: the per-CPU cluster of the CPU we now run on (SSD only).
+        offset = si.pcp_offset(si.task.cpu, order)
+        if si.ssd and offset:
+            pcp_ci = swap_cluster_lock(si, offset)
+            if cluster_is_usable(si, pcp_ci, order) and si.cq[pcp_ci * CW + C_COUNT] < si.spc:
+                si.stat(Stat.USED_PERCPU)
+                _lose(si, ci, LOST_T5, pcp_ci)
+                _free_unused(si, table)
+                si.set_rec_cluster(pcp_ci)
+                return pcp_ci
+            swap_cluster_unlock(si, pcp_ci)
+        if table < 0:
+            si.stat(Stat.RETURNED_NULL)
+            _lose(si, ci, LOST_T6B)
+            si.set_rec_cluster(-1)
+            return -1
+        ci_lock(si, ci)
+        if si.cq[ci * CW + C_TABLE] != -1:
+            si.stat(Stat.ALREADY_HAD_TABLE)    # WARN_ON_ONCE: counted, not fatal
+            _free_unused(si, table)
+            return ci
+        _install(si, ci, table)
+        si.stat(Stat.INSTALLED)
+        return ci
+
+
+class MergedAllocTable:
+    """``swap_cluster_alloc_table`` as merged for Linux 6.18."""
+
+    name = "merged"
+
+    def swap_cluster_alloc_table(self, si, ci: int, order: int) -> int:
+        """Models ``swap_cluster_alloc_table()`` at commit 07adc4cf (mm/swapfile.c)."""
+        _check_entry(si, ci)
+        if _atomic_attempt(si, ci):
+            return ci
+        table = _sleep_for_table(si, ci)
+        ci_lock(si, ci)
+        if si.cq[ci * CW + C_TABLE] != -1:
+            si.stat(Stat.ALREADY_HAD_TABLE)
+            _free_unused(si, table)
+            return ci
+        if table < 0:
+            move_cluster(si, ci, LIST_FREE, CLUSTER_FLAG_FREE)
+            ci_unlock(si, ci)
+            si.stat(Stat.RETURNED_NULL)
+            si.set_rec_cluster(-1)
+            return -1
+        _install(si, ci, table)
+        si.stat(Stat.INSTALLED)
+        return ci

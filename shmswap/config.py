@@ -1,0 +1,226 @@
+"""One validated configuration object for a model run.
+
+Every value is checked when the object is built; a bad one raises ``ConfigError`` whose message
+names the option and the value, before anything (a segment, a process) is created.  The CLI turns
+that into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields, replace
+
+__all__ = ["Config", "ConfigError", "PAGE_SIZE", "parse_size", "parse_orders"]
+
+PAGE_SIZE = 4096
+_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_CHOICES = {
+    "device": ("ssd", "hdd"),
+    "discard": ("off", "on"),
+    "alloc_table": ("seed", "merged"),
+    "tables": ("dynamic", "static"),
+    "percpu": ("on", "off"),
+    "reclaim": ("slab", "page"),
+    "rcu": ("normal", "none"),
+    "reader": ("normal", "broken"),
+    "inject_bug": ("", "lose-cluster"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names it."""
+
+
+def parse_size(text: str | int) -> int:
+    """'1G', '512M', '4096' -> bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.I)
+        if not m:
+            raise ConfigError(f"--size: cannot parse {text!r} (use a number with K, M, G or T)")
+        value = int(m.group(1)) * _SUFFIX[m.group(2).upper()]
+    return value
+
+
+def parse_orders(text: str | dict) -> dict[int, float]:
+    """'0:0.7,2:0.2,4:0.1' -> {0: 0.7, 2: 0.2, 4: 0.1}."""
+    if isinstance(text, dict):
+        return {int(k): float(v) for k, v in text.items()}
+    out: dict[int, float] = {}
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*:\s*([0-9.eE+-]+)\s*", part)
+        if not m:
+            raise ConfigError(f"--orders: cannot parse {part!r} in {text!r} (use order:probability,...)")
+        try:
+            out[int(m.group(1))] = float(m.group(2))
+        except ValueError:
+            raise ConfigError(f"--orders: bad probability {m.group(2)!r} in {text!r}") from None
+    return out
+
+
+def _probability(name: str, value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{name}: {value!r} is not a number") from None
+    if not (0.0 <= v <= 1.0) or math.isnan(v):
+        raise ConfigError(f"--{name}: {value!r} is not a probability in [0, 1]")
+    return v
+
+
+@dataclass(frozen=True)
+class Config:
+    """A run's configuration.  Field names are the CLI's option names with '_' for '-'."""
+
+    cpus: int = 4
+    size: int = 1 << 30
+    device: str = "ssd"
+    discard: str = "off"
+    slots_per_cluster: int = 512
+    max_order: int | None = None
+    orders: dict[int, float] = field(default_factory=lambda: {0: 0.7, 2: 0.2, 4: 0.1})
+    ops: int | None = None
+    seconds: float | None = 8.0
+    fill: float = 0.8
+    seed: int = 1
+    alloc_table: str = "seed"
+    tables: str = "dynamic"
+    percpu: str = "on"
+    reclaim: str = "slab"
+    rcu: str = "normal"
+    reader: str = "normal"
+    atomic_fail: float = 0.05
+    sleep_fail: float = 0.0
+    sleep_latency_us: int = 0
+    migrate: float = 0.5
+    migrate_to: str = "random"
+    watchdog_s: float = 10.0
+    pin: bool = False
+    strict: bool = False
+    json: str | None = None
+    quiet: bool = False
+    inject_bug: str = ""
+    bad_pages: tuple[int, ...] = ()
+    objs_per_slab_page: int = 8
+    cache_only: float = 0.05
+    lookup_ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "size", parse_size(self.size))
+        s(self, "orders", parse_orders(self.orders))
+        s(self, "bad_pages", tuple(int(b) for b in self.bad_pages))
+        self._check_ints()
+        self._check_choices()
+        self._check_geometry()
+        self._check_workload()
+
+    # -- validation ---------------------------------------------------------------------------------
+    def _check_ints(self) -> None:
+        for name in ("cpus", "slots_per_cluster", "seed", "sleep_latency_us", "objs_per_slab_page"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ConfigError(f"--{_opt(name)}: {v!r} is not an integer")
+        if not 1 <= self.cpus <= 256:
+            raise ConfigError(f"--cpus: {self.cpus} is out of range 1..256")
+        if self.sleep_latency_us < 0:
+            raise ConfigError(f"--sleep-latency-us: {self.sleep_latency_us} is negative")
+        if self.objs_per_slab_page < 1:
+            raise ConfigError(f"objs_per_slab_page: {self.objs_per_slab_page} is below 1")
+        for name in ("atomic_fail", "sleep_fail", "migrate", "fill", "cache_only"):
+            object.__setattr__(self, name, _probability(_opt(name), getattr(self, name)))
+        if self.seconds is not None and not (0 < float(self.seconds) < 1e7):
+            raise ConfigError(f"--seconds: {self.seconds!r} must be positive")
+        if self.ops is not None and (not isinstance(self.ops, int) or self.ops < 1):
+            raise ConfigError(f"--ops: {self.ops!r} must be a positive integer")
+        if not self.watchdog_s > 0:
+            raise ConfigError(f"--watchdog-s: {self.watchdog_s!r} must be positive")
+        if self.lookup_ratio < 0:
+            raise ConfigError(f"lookup_ratio: {self.lookup_ratio!r} is negative")
+
+    def _check_choices(self) -> None:
+        for name, allowed in _CHOICES.items():
+            v = getattr(self, name)
+            if v not in allowed:
+                shown = "|".join(a for a in allowed if a)
+                raise ConfigError(f"--{_opt(name)}: {v!r} is not one of {shown}")
+        if self.migrate_to != "random":
+            try:
+                cpu = int(self.migrate_to)
+            except ValueError:
+                raise ConfigError(f"--migrate-to: {self.migrate_to!r} is neither 'random' nor a CPU") from None
+            if not 0 <= cpu < self.cpus:
+                raise ConfigError(f"--migrate-to: CPU {cpu} does not exist (cpus 0..{self.cpus - 1})")
+
+    def _check_geometry(self) -> None:
+        spc = self.slots_per_cluster
+        if spc < 8 or spc > 512 or spc & (spc - 1):
+            raise ConfigError(f"--slots-per-cluster: {spc} is not a power of two from 8 to 512")
+        pmd = spc.bit_length() - 1
+        if self.max_order is None:
+            object.__setattr__(self, "max_order", pmd)
+        if not isinstance(self.max_order, int) or not 0 <= self.max_order <= pmd:
+            raise ConfigError(f"--max-order: {self.max_order!r} is not in 0..{pmd} "
+                              f"(log2 of --slots-per-cluster {spc})")
+        if self.size % PAGE_SIZE:
+            raise ConfigError(f"--size: {self.size} bytes is not a multiple of the page size {PAGE_SIZE}")
+        if self.size // PAGE_SIZE < spc:
+            raise ConfigError(f"--size: {self.size} bytes is less than one cluster "
+                              f"({spc} slots of {PAGE_SIZE} B)")
+        if self.size // PAGE_SIZE > 1 << 40:
+            raise ConfigError(f"--size: {self.size} bytes is beyond the model's 2^40 slots")
+        for b in self.bad_pages:
+            if not 0 < b < self.max_slots:
+                raise ConfigError(f"bad page {b} is outside the device (1..{self.max_slots - 1})")
+
+    def _check_workload(self) -> None:
+        if not self.orders:
+            raise ConfigError("--orders: empty")
+        for o, p in self.orders.items():
+            if not 0 <= o <= self.max_order:
+                raise ConfigError(f"--orders: order {o} is outside 0..{self.max_order} (--max-order)")
+            if not 0 <= p <= 1:
+                raise ConfigError(f"--orders: probability {p} of order {o} is not in [0, 1]")
+        total = sum(self.orders.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"--orders: probabilities sum to {total:g}, not 1")
+
+    # -- derived geometry ---------------------------------------------------------------------------
+    @property
+    def max_slots(self) -> int:
+        """si->max: slots in the device (one per 4 KiB page)."""
+        return self.size // PAGE_SIZE
+
+    @property
+    def nr_clusters(self) -> int:
+        return -(-self.max_slots // self.slots_per_cluster)
+
+    @property
+    def pmd_order(self) -> int:
+        """The order of a whole cluster (the kernel's PMD_ORDER)."""
+        return self.slots_per_cluster.bit_length() - 1
+
+    @property
+    def nr_orders(self) -> int:
+        """SWAP_NR_ORDERS: orders 0..max_order."""
+        return self.max_order + 1
+
+    @property
+    def ssd(self) -> bool:
+        return self.device == "ssd"
+
+    def with_(self, **changes) -> Config:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["orders"] = {str(k): v for k, v in self.orders.items()}
+        out["bad_pages"] = list(self.bad_pages)
+        return out
+
+
+def _opt(name: str) -> str:
+    return name.replace("_", "-")

@@ -1,0 +1,133 @@
+"""RCU: readers, grace periods and the snapshot cookies deferred frees wait on.
+
+What it models.  The kernel's swap cache readers (``swap_table_get``) run under ``rcu_read_lock``;
+a detached table's memory must not return to the page allocator until every reader that might
+hold its pointer has left its read section.  We follow liburcu's *memb* flavour, since our readers
+are processes that cannot be interrupted by the grace-period engine:
+
+* Each worker has a reader word in shared memory: 0 outside a read section, otherwise the phase
+  bit of ``gp_ctr`` it saw on entry, plus a nesting count.  Entry publishes the word with a full
+  barrier (the C module's exchange) before the protected loads; exit stores the decremented word.
+* ``synchronize_rcu`` flips the phase bit twice, each time waiting until no reader is inside a
+  section entered in the old phase: two flips, so a reader that read ``gp_ctr`` just before a flip
+  and published just after cannot be missed (liburcu's argument).
+* Grace periods are numbered the kernel's way (``rcu_seq``): ``gp_seq`` is odd while one runs and
+  grows by 2 per completed grace period.  ``get_state_synchronize_rcu`` returns the value that
+  ``gp_seq`` must reach for a full grace period to have elapsed since the call.
+
+A worker marked dead (by the watchdog) counts as quiescent.  With the ``rcu none`` variant the
+snapshot is already complete: a broken RCU used to prove the oracles catch it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import _prim
+from .locks import LockClass
+from .state import RCU_HDR, SwapShm, rcu_dtype
+
+__all__ = ["Rcu", "RCU_GP_PHASE"]
+
+RCU_GP_PHASE = 1 << 32
+RCU_NEST_MASK = RCU_GP_PHASE - 1
+
+_GP_LOCK = RCU_HDR.index("gp_lock") * 8
+_GP_CTR = RCU_HDR.index("gp_ctr") * 8
+_GP_SEQ = RCU_HDR.index("gp_seq") * 8
+_GPS = RCU_HDR.index("gps") * 8
+_GP_NS_TOTAL = RCU_HDR.index("gp_ns_total") * 8
+_GP_NS_MAX = RCU_HDR.index("gp_ns_max") * 8
+
+
+class Rcu:
+    """One process's handle on the RCU state of a run."""
+
+    def __init__(self, shm: SwapShm, broken: bool = False) -> None:
+        self.rr = shm.rr
+        self.rq = shm.rq
+        self.broken = broken
+        self.hdr = shm.rcu_hdr_dt.itemsize
+        self.rec = rcu_dtype().itemsize
+        self.n = shm.geo.n_workers
+        self.my = 0
+        self.nest = 0
+
+    def set_worker(self, wid: int) -> None:
+        self.my = self.hdr + wid * self.rec
+
+    # -- readers ------------------------------------------------------------------------------------
+    def read_lock(self) -> None:
+        """``rcu_read_lock()``: publish the phase seen on entry, with a full barrier."""
+        if self.nest == 0:
+            self.rr.xchg(self.my, (self.rr.load(_GP_CTR) & RCU_GP_PHASE) | 1)
+            self.rq[(self.my >> 3) + 1] += 1
+        else:
+            self.rr.store(self.my, self.rr.load(self.my) + 1)
+        self.nest += 1
+
+    def read_unlock(self) -> None:
+        """``rcu_read_unlock()``."""
+        self.nest -= 1
+        self.rr.store(self.my, 0 if self.nest == 0 else self.rr.load(self.my) - 1)
+
+    def pipe_record(self, age: int) -> None:
+        self.rq[(self.my >> 3) + 3 + min(age, 4)] += 1
+
+    # -- grace periods --------------------------------------------------------------------------------
+    def gp_seq(self) -> int:
+        return self.rr.load(_GP_SEQ)
+
+    def completed(self) -> int:
+        """Completed grace periods so far."""
+        return self.rr.load(_GPS)
+
+    def get_state_synchronize_rcu(self) -> int:
+        """The ``gp_seq`` a full grace period from now will have reached (``rcu_seq_snap``)."""
+        if self.broken:
+            return 0
+        return (self.rr.load(_GP_SEQ) + 3) & ~1
+
+    def poll_state_synchronize_rcu(self, cookie: int) -> bool:
+        return self.rr.load(_GP_SEQ) >= cookie
+
+    def synchronize_rcu(self, timeout_s: float = 30.0) -> None:
+        """Wait for a full grace period (two phase flips, liburcu memb)."""
+        if self.nest:
+            raise RuntimeError("synchronize_rcu inside an RCU read-side critical section")
+        start = _prim.now_ns()
+        self.rr.lock(_GP_LOCK, LockClass.RCU_GP_LOCK)
+        try:
+            self.rr.fetch_add(_GP_SEQ, 1)
+            for _ in range(2):
+                self.rr.xchg(_GP_CTR, self.rr.load(_GP_CTR) ^ RCU_GP_PHASE)
+                self._wait_for_readers(timeout_s)
+            self.rr.fetch_add(_GP_SEQ, 1)
+            self.rr.fetch_add(_GPS, 1)
+            took = _prim.now_ns() - start
+            self.rr.fetch_add(_GP_NS_TOTAL, took)
+            if took > self.rr.load(_GP_NS_MAX):
+                self.rr.store(_GP_NS_MAX, took)
+        finally:
+            self.rr.unlock(_GP_LOCK, LockClass.RCU_GP_LOCK)
+
+    def _wait_for_readers(self, timeout_s: float) -> None:
+        phase = self.rr.load(_GP_CTR) & RCU_GP_PHASE
+        deadline = None
+        for w in range(self.n):
+            off = self.hdr + w * self.rec
+            spins = 0
+            while True:
+                ctr = self.rr.load(off)
+                if not ctr & RCU_NEST_MASK or (ctr & RCU_GP_PHASE) == phase or self.rr.load(off + 16):
+                    break
+                spins += 1
+                if spins < 100:
+                    os.sched_yield()
+                    continue
+                if deadline is None:
+                    deadline = time.monotonic() + timeout_s
+                elif time.monotonic() > deadline:
+                    raise TimeoutError(f"synchronize_rcu: reader of worker {w} stuck in a read section")
+                time.sleep(0.0001)

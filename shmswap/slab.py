@@ -1,0 +1,354 @@
+"""The swap-table slab: ``kmem_cache "swap_table"`` and the page pool behind it (DESIGN §5).
+
+What it models.  Table objects come from slab pages of several objects (8 by default, as SLUB uses
+order-3 slabs for 4 KiB objects), and pages come from a page pool of fixed size, the model's page
+allocator.  Two reclamation modes:
+
+* ``slab`` (the seed: ``SLAB_TYPESAFE_BY_RCU``): a freed object goes straight back on the
+  freelist and the next allocation may hand it to another cluster at once; only a page whose
+  objects are all free, and which the slab does not need, waits for a grace period before
+  returning to the pool.
+* ``page`` (patch 15/15, ``SWP_TABLE_USE_PAGE``): each table is a page of its own, freed with
+  ``call_rcu``: it returns to the pool only after a grace period.
+
+A page back in the pool is *poisoned*: its objects' headers say POOL and its memory is given back
+to the OS (``madvise(MADV_REMOVE)``), so real memory follows the model and a reader that reaches
+it is caught by the header, not by bytes that may have vanished.
+
+Allocation: ``alloc_atomic`` is ``kmem_cache_zalloc(__GFP_HIGH|__GFP_NOMEMALLOC|__GFP_NOWARN)``:
+an object from the freelist, or a fresh page only while the pool stays above its reserve; an
+injected failure rate applies on top, as failslab does.  ``alloc_sleeping`` is the in-process
+backing of ``kmem_cache_zalloc(__GFP_HIGH|GFP_KERNEL)``: it may wait for grace periods to bring
+pages back and may dip into the reserve, then fail (injected rate, or the pool is exhausted).  The
+runtime puts the manager process behind the same call.
+
+Everything lives in the slab segment under ``slab_lock``: a worker serves its own atomic
+allocations; nothing here takes a lock shared by every process besides that one.
+"""
+
+from __future__ import annotations
+
+import mmap
+import random
+
+import numpy as np
+
+from .layout import OBJ_DTYPE, PAGE_DTYPE, word
+from .locks import LockClass
+from .state import SLAB_HDR, SwapShm
+
+__all__ = ["TableSlab", "OBJ_POOL", "OBJ_FREE", "OBJ_INUSE", "OBJ_RCU",
+           "PAGE_POOL", "PAGE_SLAB", "PAGE_PENDING", "OBJ_STATE_NAMES"]
+
+OBJ_POOL, OBJ_FREE, OBJ_INUSE, OBJ_RCU = 0, 1, 2, 3
+OBJ_STATE_NAMES = {OBJ_POOL: "pool (poisoned)", OBJ_FREE: "free in slab", OBJ_INUSE: "in use",
+                   OBJ_RCU: "waiting for a grace period"}
+PAGE_POOL, PAGE_SLAB, PAGE_PENDING = 0, 1, 2
+
+SLAB = LockClass.SLAB_LOCK
+_H = {name: i for i, name in enumerate(SLAB_HDR)}
+_OW = OBJ_DTYPE.itemsize // 8
+O_STATE, O_OWNER, O_GEN, O_PREV, O_NEXT, O_PAGE, O_GP = (word(OBJ_DTYPE, n) for n in
+                                                         ("state", "owner", "gen", "prev", "next", "page", "gp"))
+_PW = PAGE_DTYPE.itemsize // 8
+P_STATE, P_INUSE, P_NEXT, P_GP = (word(PAGE_DTYPE, n) for n in ("state", "inuse", "next", "gp"))
+
+# Named so tests can override them.
+POOL_RESERVE_PAGES = 2      # atomic allocations may not take the pool below this
+SLAB_KEEP_FREE_PAGES = 2    # empty slab pages kept in the slab before returning one to the pool
+
+
+class TableSlab:
+    """One process's handle on the table slab."""
+
+    def __init__(self, shm: SwapShm, rcu, atomic_fail: float = 0.0, sleep_fail: float = 0.0,
+                 seed: int = 0) -> None:
+        geo = shm.geo
+        self.shm = shm
+        self.rcu = rcu
+        self.sq, self.sr = shm.sq, shm.sr
+        self.tq, self.tr = shm.tq, shm.tr
+        self.per_page = geo.objs_per_page
+        self.n_pages = geo.n_pages
+        self.spc = geo.spc
+        self.obj0 = shm.slab_hdr_dt.itemsize // 8
+        self.page0 = self.obj0 + geo.n_objs * _OW
+        self.mode = "page" if self.per_page == 1 and shm.cfg.reclaim == "page" else "slab"
+        self.atomic_fail = atomic_fail
+        self.sleep_fail = sleep_fail
+        self.rng = random.Random(seed)
+        self.force_atomic_fail = 0   # tests: fail the next N atomic attempts
+        self.force_sleep_fail = 0    # tests: fail the next N sleeping attempts
+
+    # -- header words -------------------------------------------------------------------------------
+    def _h(self, name: str) -> int:
+        return self.sq[_H[name]]
+
+    def _hset(self, name: str, v: int) -> None:
+        self.sq[_H[name]] = v
+
+    def _hadd(self, name: str, v: int = 1) -> None:
+        self.sq[_H[name]] += v
+
+    def _o(self, h: int) -> int:
+        return self.obj0 + h * _OW
+
+    def _p(self, page: int) -> int:
+        return self.page0 + page * _PW
+
+    def lock(self) -> None:
+        self.sr.lock(0, SLAB)
+
+    def unlock(self) -> None:
+        self.sr.unlock(0, SLAB)
+
+    # -- allocation -----------------------------------------------------------------------------------
+    def alloc_atomic(self, si, ci: int) -> int:
+        """``kmem_cache_zalloc(swap_table_cachep, __GFP_HIGH|__GFP_NOMEMALLOC|__GFP_NOWARN)``."""
+        if self.force_atomic_fail:
+            self.force_atomic_fail -= 1
+            return self._fail()
+        if self.atomic_fail and self.rng.random() < self.atomic_fail:
+            return self._fail()
+        self.lock()
+        h = self._get_object(POOL_RESERVE_PAGES)
+        if h >= 0:
+            self._hadd("atomic_allocs")
+        self.unlock()
+        return self._zero(h, ci) if h >= 0 else self._fail()
+
+    def alloc_sleeping(self, si, ci: int) -> int:
+        """In-process ``kmem_cache_zalloc(swap_table_cachep, __GFP_HIGH|GFP_KERNEL)``.
+
+        Called with every lock dropped.  Waits for grace periods to return pending pages if the
+        pool is empty, may use the reserve, fails on the injected rate or an exhausted pool.
+        """
+        if self.force_sleep_fail:
+            self.force_sleep_fail -= 1
+            return self._fail()
+        if self.sleep_fail and self.rng.random() < self.sleep_fail:
+            return self._fail()
+        for _attempt in range(3):
+            self.lock()
+            h = self._get_object(0)
+            if h >= 0:
+                self._hadd("sleep_allocs")
+            self.unlock()
+            if h >= 0:
+                return self._zero(h, ci)
+            if not self._h("npending"):
+                break
+            self.rcu.synchronize_rcu()
+            self.process_deferred()
+        return self._fail()
+
+    def _fail(self) -> int:
+        self.sr.fetch_add(_H["alloc_failures"] * 8, 1)
+        return -1
+
+    def _zero(self, h: int, ci: int) -> int:
+        """The zeroing of kmem_cache_zalloc, done outside slab_lock as the kernel does."""
+        o = self._o(h)
+        self.sq[o + O_OWNER] = ci
+        self.shm.tables_np[h].fill(0)
+        return h
+
+    def _get_object(self, reserve: int) -> int:
+        """Pop the freelist, growing the slab by one pool page if needed (slab_lock held)."""
+        h = self._h("free_head")
+        if h < 0 or self._h("nfree") == 0:
+            self._reclaim_expired_locked()
+            if self._h("pool_free") <= reserve or not self._grow_locked():
+                return -1
+            h = self._h("free_head")
+        self._freelist_del(h)
+        o = self._o(h)
+        self.sq[o + O_STATE] = OBJ_INUSE
+        self.sq[o + O_GEN] += 1
+        self.sq[self._p(self.sq[o + O_PAGE]) + P_INUSE] += 1
+        live = self._h("live") + 1
+        self._hset("live", live)
+        if live > self._h("peak"):
+            self._hset("peak", live)
+        return h
+
+    def _grow_locked(self) -> bool:
+        """Take a page from the pool and put its objects on the freelist."""
+        page = self._h("pool_head")
+        if page >= 0:
+            self._hset("pool_head", self.sq[self._p(page) + P_NEXT])
+        else:
+            page = self._h("fresh")
+            if page >= self.n_pages:
+                return False
+            self._hset("fresh", page + 1)
+        self._hadd("pool_free", -1)
+        p = self._p(page)
+        self.sq[p + P_STATE] = PAGE_SLAB
+        self.sq[p + P_INUSE] = 0
+        self.sq[p + P_NEXT] = -1
+        for h in range(page * self.per_page, (page + 1) * self.per_page):
+            o = self._o(h)
+            self.sq[o + O_PAGE] = page
+            self.sq[o + O_STATE] = OBJ_FREE
+            self.sq[o + O_OWNER] = -1
+            self._freelist_push(h)
+        return True
+
+    def _freelist_push(self, h: int) -> None:
+        o = self._o(h)
+        head = self._h("free_head") if self._h("nfree") else -1
+        self.sq[o + O_PREV] = -1
+        self.sq[o + O_NEXT] = head
+        if head >= 0:
+            self.sq[self._o(head) + O_PREV] = h
+        self._hset("free_head", h)
+        self._hadd("nfree")
+
+    def _freelist_del(self, h: int) -> None:
+        o = self._o(h)
+        prev, nxt = self.sq[o + O_PREV], self.sq[o + O_NEXT]
+        if prev >= 0:
+            self.sq[self._o(prev) + O_NEXT] = nxt
+        else:
+            self._hset("free_head", nxt)
+        if nxt >= 0:
+            self.sq[self._o(nxt) + O_PREV] = prev
+        self.sq[o + O_PREV] = self.sq[o + O_NEXT] = -1
+        self._hadd("nfree", -1)
+
+    # -- free -------------------------------------------------------------------------------------------
+    def free(self, si, h: int) -> None:
+        """``kmem_cache_free`` (slab mode) or ``swap_table_free`` via ``call_rcu`` (page mode)."""
+        o = self._o(h)
+        self.lock()
+        if self.sq[o + O_STATE] != OBJ_INUSE:
+            self.unlock()
+            raise AssertionError(f"slab: double free of table object {h}")
+        self.sq[o + O_OWNER] = -1
+        self.sq[o + O_GP] = self.rcu.completed()
+        self._hadd("live", -1)
+        self._hadd("frees")
+        page = self.sq[o + O_PAGE]
+        p = self._p(page)
+        self.sq[p + P_INUSE] -= 1
+        if self.mode == "page":
+            self.sq[o + O_STATE] = OBJ_RCU
+            self._defer_page_locked(page)
+        else:
+            self.sq[o + O_STATE] = OBJ_FREE
+            self._freelist_push(h)
+            if self.sq[p + P_INUSE] == 0 and self._h("nfree") > (SLAB_KEEP_FREE_PAGES + 1) * self.per_page:
+                for obj in range(page * self.per_page, (page + 1) * self.per_page):
+                    self._freelist_del(obj)
+                    self.sq[self._o(obj) + O_STATE] = OBJ_RCU
+                self._defer_page_locked(page)
+        self.unlock()
+
+    def _defer_page_locked(self, page: int) -> None:
+        """call_rcu: the page waits on the pending list for a full grace period."""
+        p = self._p(page)
+        self.sq[p + P_STATE] = PAGE_PENDING
+        self.sq[p + P_GP] = self.rcu.get_state_synchronize_rcu()
+        self.sq[p + P_NEXT] = -1
+        tail = self._h("pending_tail")
+        if self._h("npending"):
+            self.sq[self._p(tail) + P_NEXT] = page
+        else:
+            self._hset("pending_head", page)
+        self._hset("pending_tail", page)
+        self._hadd("npending")
+        self._hadd("deferred_frees")
+
+    def process_deferred(self) -> int:
+        """Return the pages whose grace period has elapsed to the pool (the RCU callbacks)."""
+        self.lock()
+        n = self._reclaim_expired_locked()
+        self.unlock()
+        return n
+
+    def _reclaim_expired_locked(self) -> int:
+        n = 0
+        while self._h("npending"):
+            page = self._h("pending_head")
+            p = self._p(page)
+            if not self.rcu.poll_state_synchronize_rcu(self.sq[p + P_GP]):
+                break
+            self._hset("pending_head", self.sq[p + P_NEXT])
+            self._hadd("npending", -1)
+            self._return_page_locked(page)
+            n += 1
+        return n
+
+    def _return_page_locked(self, page: int) -> None:
+        p = self._p(page)
+        for h in range(page * self.per_page, (page + 1) * self.per_page):
+            self.sq[self._o(h) + O_STATE] = OBJ_POOL
+        self.sq[p + P_STATE] = PAGE_POOL
+        self.sq[p + P_NEXT] = self._h("pool_head")
+        self._hset("pool_head", page)
+        self._hadd("pool_free")
+        self._hadd("pages_returned")
+        self._give_back(page)
+
+    def _give_back(self, page: int) -> None:
+        """madvise(MADV_REMOVE) the whole OS pages of a pool page: real memory follows the model."""
+        nbytes = self.per_page * self.spc * 8
+        start, end = page * nbytes, (page + 1) * nbytes
+        start = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = end // mmap.PAGESIZE * mmap.PAGESIZE
+        mm = getattr(self.shm.segs["tables"]._shm, "_mmap", None)
+        if end > start and mm is not None and hasattr(mmap, "MADV_REMOVE"):
+            mm.madvise(mmap.MADV_REMOVE, start, end - start)
+            self._hadd("madvised")
+
+    # -- swapon, reads, accounting -------------------------------------------------------------------
+    def alloc_at_swapon(self, clusters: np.ndarray) -> np.ndarray:
+        """Tables for ``clusters`` at swapon (GFP_KERNEL), all at once: objects 0..n-1."""
+        n = len(clusters)
+        if n == 0:
+            self.sq[_H["pool_free"]] = self.n_pages
+            self.sq[_H["free_head"]] = -1
+            return np.zeros(0, dtype=np.int64)
+        shm = self.shm
+        pages = -(-n // self.per_page)
+        objs, pg = shm.objs, shm.pages
+        total = pages * self.per_page
+        objs["page"][:total] = np.arange(total) // self.per_page
+        objs["state"][:n] = OBJ_INUSE
+        objs["owner"][:n] = clusters
+        objs["gen"][:n] = 1
+        objs["prev"][:total] = -1
+        objs["next"][:total] = -1
+        pg["state"][:pages] = PAGE_SLAB
+        pg["inuse"][:pages] = self.per_page
+        pg["next"][:pages] = -1
+        hdr = shm.slab_hdr
+        hdr["fresh"] = pages
+        hdr["pool_free"] = self.n_pages - pages
+        hdr["pool_head"] = -1
+        hdr["free_head"] = -1
+        hdr["live"] = hdr["peak"] = n
+        for h in range(n, total):
+            pg["inuse"][h // self.per_page] -= 1
+            objs["state"][h] = OBJ_FREE
+            self._freelist_push(h)
+        return np.arange(n, dtype=np.int64)
+
+    def init_empty(self) -> None:
+        hdr = self.shm.slab_hdr
+        hdr["pool_free"] = self.n_pages
+        hdr["free_head"] = hdr["pool_head"] = hdr["pending_head"] = hdr["pending_tail"] = -1
+
+    def obj_state(self, h: int) -> int:
+        return self.sq[self._o(h) + O_STATE]
+
+    def obj_gp(self, h: int) -> int:
+        return self.sq[self._o(h) + O_GP]
+
+    def table_has_entries(self, h: int) -> bool:
+        return bool(self.shm.tables_np[h].any())
+
+    def statistics(self) -> dict[str, int]:
+        hdr = self.shm.slab_hdr
+        return {name: int(hdr[name]) for name in SLAB_HDR if not name.startswith("pad") and name != "lock"}

@@ -1,0 +1,112 @@
+"""The swap cache on swap tables: mm/swap_state.c of phase I, as the seed leaves it.
+
+Entries are slot offsets (one device per run, so ``swp_entry_t`` is its offset).  Every writer
+takes the cluster lock; lookups are lockless through ``swap_table_get`` and must then validate what
+they got, because with ``SLAB_TYPESAFE_BY_RCU`` a recycled table can show a folio of another
+cluster: ``swap_cache_get_folio`` takes a speculative reference and callers lock the folio and
+check ``folio_matches_swap_entry``.
+
+Models: ``swap_cache_get_folio``, ``swap_cache_get_shadow``, ``swap_cache_add_folio``,
+``__swap_cache_del_folio``, ``swap_cache_del_folio``, ``__swap_cache_clear_shadow``.
+"""
+
+from __future__ import annotations
+
+from .cluster import ci_lock, ci_unlock
+from .folio import PG_SWAPCACHE
+from .swap_table import (
+    __swap_table_xchg, folio_to_swp_tb, swap_table_get, swp_tb_is_folio, swp_tb_is_shadow,
+    swp_tb_to_folio, swp_tb_to_shadow,
+)
+
+__all__ = ["swap_cache_get_folio", "swap_cache_get_shadow", "swap_cache_add_folio",
+           "__swap_cache_del_folio", "swap_cache_del_folio", "__swap_cache_clear_shadow"]
+
+_TRY_GET_RETRIES = 8
+
+
+def _split(si, entry: int) -> tuple[int, int]:
+    return entry >> si.spc_shift, entry & (si.spc - 1)
+
+
+def swap_cache_get_folio(si, entry: int) -> int:
+    """Models ``swap_cache_get_folio()``: a referenced folio, or -1; the caller must validate it."""
+    ci, off = _split(si, entry)
+    for _ in range(_TRY_GET_RETRIES):
+        tb = swap_table_get(si, ci, off)
+        if not swp_tb_is_folio(tb):
+            return -1
+        folio = swp_tb_to_folio(tb)
+        if si.folios.folio_try_get(folio):
+            return folio
+    return -1
+
+
+def swap_cache_get_shadow(si, entry: int) -> int | None:
+    """Models ``swap_cache_get_shadow()``."""
+    ci, off = _split(si, entry)
+    tb = swap_table_get(si, ci, off)
+    return swp_tb_to_shadow(tb) if swp_tb_is_shadow(tb) else None
+
+
+def swap_cache_add_folio(si, folio: int, entry: int) -> int | None:
+    """Models ``swap_cache_add_folio()``: install the folio in its 2^order entries.
+
+    The caller holds the folio lock and has set SWAP_HAS_CACHE on the slots.  Returns the old
+    shadow, if any.
+    """
+    folios = si.folios
+    nr = 1 << folios.order(folio)
+    ci, off = _split(si, entry)
+    tb = folio_to_swp_tb(folio)
+    shadow = None
+    ci_lock(si, ci)
+    for i in range(nr):
+        old = __swap_table_xchg(si, ci, off + i, tb)
+        if swp_tb_is_folio(old):
+            si.warn(f"swap_cache_add_folio: slot {entry + i} already held folio {swp_tb_to_folio(old)}")
+        elif swp_tb_is_shadow(old):
+            shadow = swp_tb_to_shadow(old)
+    folios.folio_ref_add(folio, nr)
+    folios.set_swap(folio, entry)
+    folios.set_flags(folio, folios.flags(folio) | PG_SWAPCACHE)
+    ci_unlock(si, ci)
+    return shadow
+
+
+def __swap_cache_del_folio(si, ci: int, folio: int, entry: int, shadow: int | None) -> None:
+    """Models ``__swap_cache_del_folio()``: ``ci->lock`` held; leaves swap_map and refs alone."""
+    folios = si.folios
+    nr = 1 << folios.order(folio)
+    off = entry & (si.spc - 1)
+    new = 0 if shadow is None else (shadow << 1) | 1
+    mine = folio_to_swp_tb(folio)
+    for i in range(nr):
+        old = __swap_table_xchg(si, ci, off + i, new)
+        if old != mine:
+            si.warn(f"__swap_cache_del_folio: slot {entry + i} held {old:#x}, not folio {folio}")
+    folios.set_swap(folio, 0)
+    folios.set_flags(folio, folios.flags(folio) & ~PG_SWAPCACHE)
+
+
+def swap_cache_del_folio(si, folio: int) -> None:
+    """Models ``swap_cache_del_folio()``: delete, drop SWAP_HAS_CACHE, drop the cache's refs."""
+    from .swap_free import put_swap_folio
+    folios = si.folios
+    entry = folios.swap(folio)
+    nr = 1 << folios.order(folio)
+    ci = entry >> si.spc_shift
+    ci_lock(si, ci)
+    __swap_cache_del_folio(si, ci, folio, entry, None)
+    ci_unlock(si, ci)
+    put_swap_folio(si, folio, entry)
+    folios.folio_put(folio, nr)
+
+
+def __swap_cache_clear_shadow(si, ci: int, entry: int, nr: int) -> None:
+    """Models ``__swap_cache_clear_shadow()``: null the entries of freed slots, ``ci->lock`` held."""
+    off = entry & (si.spc - 1)
+    for i in range(nr):
+        old = __swap_table_xchg(si, ci, off + i, 0)
+        if swp_tb_is_folio(old):
+            si.warn(f"__swap_cache_clear_shadow: freed slot {entry + i} still held folio {swp_tb_to_folio(old)}")
