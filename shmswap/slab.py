@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import mmap
 import random
+import time
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class TableSlab:
     """One process's handle on the table slab."""
 
     def __init__(self, shm: SwapShm, rcu, atomic_fail: float = 0.0, sleep_fail: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, sleep_latency_us: int = 0) -> None:
         geo = shm.geo
         self.shm = shm
         self.rcu = rcu
@@ -77,6 +78,7 @@ class TableSlab:
         self.atomic_fail = atomic_fail
         self.sleep_fail = sleep_fail
         self.rng = random.Random(seed)
+        self.sleep_latency_s = sleep_latency_us / 1e6
         self.force_atomic_fail = 0   # tests: fail the next N atomic attempts
         self.force_sleep_fail = 0    # tests: fail the next N sleeping attempts
 
@@ -123,6 +125,8 @@ class TableSlab:
         Called with every lock dropped.  Waits for grace periods to return pending pages if the
         pool is empty, may use the reserve, fails on the injected rate or an exhausted pool.
         """
+        if self.sleep_latency_s:
+            time.sleep(self.sleep_latency_s)
         if self.force_sleep_fail:
             self.force_sleep_fail -= 1
             return self._fail()

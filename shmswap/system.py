@@ -30,7 +30,8 @@ class SwapSystem:
         self.shm = shm
         self.variant = Variant.from_config(cfg)
         self.rcu = Rcu(shm, broken=cfg.rcu == "none")
-        self.slab = TableSlab(shm, self.rcu, cfg.atomic_fail, cfg.sleep_fail, seed=cfg.seed)
+        self.slab = TableSlab(shm, self.rcu, cfg.atomic_fail, cfg.sleep_fail, seed=cfg.seed,
+                              sleep_latency_us=cfg.sleep_latency_us)
         self.folios = Folios(shm)
         self.si = SwapInfo(shm, self.variant, self.slab, self.rcu, self.folios)
 
@@ -55,7 +56,7 @@ class SwapSystem:
     def task(self, wid: int, seed: int | None = None) -> Task:
         """A task for worker ``wid`` with the configured migration policy, made current."""
         cfg = self.cfg
-        policy = MigrationPolicy(self.shm.geo.n_workers, cfg.migrate, cfg.migrate_to,
+        policy = MigrationPolicy(cfg.cpus, cfg.migrate, cfg.migrate_to,
                                  seed=(cfg.seed if seed is None else seed) * 7919 + wid)
         task = Task(wid, migration=policy)
         self.si.switch_to(task)

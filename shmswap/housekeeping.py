@@ -1,0 +1,26 @@
+"""The kernel's deferred work, run off the allocation path: the manager's duties (DESIGN §1, §5).
+
+* ``swap_discard_work`` when a free scheduled it (discard never runs under the local lock);
+* ``swap_reclaim_work`` when an allocation filled the device while swap was over half full;
+* a grace period when table frees wait for one, then the RCU callbacks (pages back to the pool).
+
+In a single-process run the driver calls ``run_pending_work`` between operations; the runtime's
+manager process calls it on its own schedule.
+"""
+
+from __future__ import annotations
+
+from .allocator import swap_discard_work, swap_reclaim_work
+
+__all__ = ["run_pending_work"]
+
+
+def run_pending_work(system, grace_period: bool = True) -> None:
+    si = system.si
+    if si.devr.load(si.D["discard_work"] * 8):
+        swap_discard_work(si)
+    if si.devr.load(si.D["reclaim_work"] * 8):
+        swap_reclaim_work(si)
+    if grace_period and system.shm.slab_hdr["npending"]:
+        system.rcu.synchronize_rcu()
+    system.slab.process_deferred()

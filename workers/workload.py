@@ -1,0 +1,174 @@
+"""A CPU's workload: a seeded stream of operations following a swap slot's life (DESIGN §6).
+
+Allocate 2^order slots for a locked folio (``folio_alloc_swap``: the slots get SWAP_HAS_CACHE and
+the folio enters the swap cache), take a map count (the PTE that now points at the entry), then:
+
+* usually, writeback completes: the folio leaves the swap cache with a shadow left in its
+  entries, SWAP_HAS_CACHE is dropped, the folio is freed; the slots live on by their map count;
+* for a fraction ``cache_only``, the page-table reference goes first (``free_swap_and_cache_nr``
+  while the folio is still locked, so it cannot be reclaimed at once) and the slots stay
+  SWAP_HAS_CACHE-only: honest work for full-cluster and scan reclaim, which never touch a slot
+  with a map count.
+
+Later the slots are freed (the map count drops to 0, the shadow is cleared; a cache-only folio is
+deleted from the swap cache), oldest first most of the time so that clusters empty out and cycle
+between free and used, and tables are allocated and freed all the time.  Lookups probe random
+entries locklessly, including entries just freed, as swap-in would (the RCU readers), and
+validate what they get unless the reader is the broken variant.
+
+The stream is fixed by (seed, worker); what other CPUs do meanwhile is not.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from shmswap.allocator import folio_alloc_swap
+from shmswap.cluster import ci_lock, ci_unlock
+from shmswap.config import Config
+from shmswap.stats import Stat
+from shmswap.swap_cache import __swap_cache_del_folio as del_folio_locked  # no mangling in the class
+from shmswap.swap_cache import swap_cache_del_folio, swap_cache_get_folio, swap_cache_get_shadow
+from shmswap.swap_free import free_swap_and_cache_nr, put_swap_folio, swap_duplicate
+
+__all__ = ["Workload", "OP_IDLE", "OP_ALLOC", "OP_FREE", "OP_LOOKUP", "OP_NAMES"]
+
+OP_IDLE, OP_ALLOC, OP_FREE, OP_LOOKUP = 0, 1, 2, 3
+OP_NAMES = {OP_IDLE: "idle", OP_ALLOC: "allocating", OP_FREE: "freeing", OP_LOOKUP: "looking up"}
+
+SWAPPED, CACHE_ONLY = 0, 1
+_RECENT = 64
+# Below the target fill a step allocates a little more often than it frees, above it a little
+# less: the live set is a window sliding over the device, so old clusters empty out (and give
+# their tables back) from the first seconds, not only once the device is full.
+ALLOC_BELOW, ALLOC_ABOVE = 0.6, 0.4
+FIFO_FREE = 0.8
+
+
+class Workload:
+    """The operations of one worker (a CPU) on the shared device."""
+
+    def __init__(self, system, task, cfg: Config, n_workers: int) -> None:
+        self.si = system.si
+        self.folios = system.folios
+        self.task = task
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed * 1_000_003 + task.wid)
+        self.orders = sorted(cfg.orders)
+        self.weights = [cfg.orders[o] for o in self.orders]
+        self.target = int(cfg.fill * (cfg.max_slots - 1 - len(cfg.bad_pages)) / n_workers)
+        self.live: deque[list[int]] = deque()     # [entry, order, folio, state]
+        self.used = 0
+        self.recent: deque[int] = deque(maxlen=_RECENT)
+        self.broken_reader = cfg.reader == "broken"
+        self.shadow = 0
+
+    # -- one step ------------------------------------------------------------------------------------
+    def step(self) -> None:
+        rng = self.rng
+        r = rng.random()
+        if r < self.cfg.lookup_ratio / (1.0 + self.cfg.lookup_ratio):
+            self.lookup()
+        elif not self.live or rng.random() < (ALLOC_BELOW if self.used < self.target else ALLOC_ABOVE):
+            self.alloc()
+        else:
+            self.free()
+        self.si.stat(Stat.OPS)
+
+    def alloc(self) -> int:
+        si, folios = self.si, self.folios
+        si.set_rec_op(OP_ALLOC)
+        order = self.rng.choices(self.orders, self.weights)[0]
+        folio = folios.folio_alloc(self.task.wid, order)
+        if folio < 0:
+            si.set_rec_op(OP_IDLE)
+            return -1
+        folios.folio_lock(folio)
+        entry = folio_alloc_swap(si, folio)
+        nr = 1 << order
+        if entry < 0:
+            folios.folio_unlock(folio)
+            folios.folio_put(folio)
+            si.set_rec_op(OP_IDLE)
+            return -1
+        swap_duplicate(si, entry, nr)
+        if self.rng.random() < self.cfg.cache_only:
+            free_swap_and_cache_nr(si, entry, nr)        # folio locked: it stays cache-only
+            folios.folio_unlock(folio)
+            self.live.append([entry, order, folio, CACHE_ONLY])
+        else:
+            self.writeback(folio, entry, nr)
+            self.live.append([entry, order, -1, SWAPPED])
+        self.used += nr
+        si.set_rec_op(OP_IDLE)
+        return entry
+
+    def writeback(self, folio: int, entry: int, nr: int) -> None:
+        """Writeback done: the folio leaves the swap cache, a shadow stays (vmscan's path)."""
+        si, folios = self.si, self.folios
+        ci = entry >> si.spc_shift
+        self.shadow += 1
+        ci_lock(si, ci)
+        del_folio_locked(si, ci, folio, entry, self.shadow)
+        ci_unlock(si, ci)
+        put_swap_folio(si, folio, entry)
+        folios.folio_unlock(folio)
+        folios.folio_put(folio, nr + 1)
+
+    def free(self) -> None:
+        si = self.si
+        si.set_rec_op(OP_FREE)
+        live = self.live
+        if self.rng.random() < FIFO_FREE:
+            rec = live.popleft()
+        else:
+            i = self.rng.randrange(len(live))
+            live[i], live[-1] = live[-1], live[i]
+            rec = live.pop()
+        self.release(rec)
+        si.set_rec_op(OP_IDLE)
+
+    def release(self, rec: list[int]) -> None:
+        entry, order, folio, state = rec
+        nr = 1 << order
+        si, folios = self.si, self.folios
+        if state == SWAPPED:
+            free_swap_and_cache_nr(si, entry, nr)
+        else:
+            folios.folio_lock(folio)
+            if folios.folio_matches_swap_entry(folio, entry):
+                swap_cache_del_folio(si, folio)       # folio_free_swap: no map count left
+            folios.folio_unlock(folio)
+            folios.folio_put(folio)
+        self.used -= nr
+        self.recent.append(entry)
+
+    def lookup(self) -> None:
+        """A lockless swap-cache lookup, validated as a swap-in must (unless the reader is broken)."""
+        si, folios, rng = self.si, self.folios, self.rng
+        si.set_rec_op(OP_LOOKUP)
+        if self.recent and (not self.live or rng.random() < 0.5):
+            entry = self.recent[rng.randrange(len(self.recent))]
+        elif self.live:
+            entry = self.live[rng.randrange(len(self.live))][0]
+        else:
+            entry = rng.randrange(1, si.max)
+        si.stat(Stat.LOOKUP)
+        folio = swap_cache_get_folio(si, entry)
+        if folio >= 0:
+            matches = folios.folio_matches_swap_entry(folio, entry)
+            if not matches:
+                if self.broken_reader:
+                    si.stat(Stat.WRONG_OWNER_ACCEPTED)
+                else:
+                    si.stat(Stat.FOREIGN_REJECTED)
+            folios.folio_put(folio)
+        else:
+            swap_cache_get_shadow(si, entry)
+        si.set_rec_op(OP_IDLE)
+
+    def release_all(self) -> None:
+        """Free everything this worker holds (try_to_unuse's share of this CPU)."""
+        while self.live:
+            self.release(self.live.popleft())
