@@ -34,8 +34,8 @@ class Folios:
         self.fq, self.fr = shm.fq, shm.fr
         self.per_worker = shm.geo.folios_per_worker
         self.shm = shm
-        self._free: set[int] = set()
-        self._wid = -1
+        # Idle ids known to this process, per owning worker (a process may play several).
+        self._free: dict[int, set[int]] = {}
 
     def _base(self, f: int) -> int:
         return f * _FW
@@ -43,15 +43,14 @@ class Folios:
     # -- allocation (owner only) ------------------------------------------------------------------
     def folio_alloc(self, wid: int, order: int) -> int:
         """A new folio of ``order`` with one reference (the owner's), or -1 if none is free."""
-        if wid != self._wid:
-            self._wid, self._free = wid, set()
-        if not self._free:
+        free = self._free.setdefault(wid, set())
+        if not free:
             lo = wid * self.per_worker
             idle = np.flatnonzero(self.shm.folios["ref"][lo:lo + self.per_worker] == 0)
-            self._free = {int(i) + lo for i in idle}
-            if not self._free:
+            free.update(int(i) + lo for i in idle)
+            if not free:
                 return -1
-        f = self._free.pop()
+        f = free.pop()
         b = self._base(f)
         self.fq[b + F_FLAGS] = 0
         self.fq[b + F_SWAP] = 0
@@ -81,8 +80,9 @@ class Folios:
         if old < nr:
             raise AssertionError(f"folio {f}: refcount underflow ({old} - {nr})")
         if old == nr:
-            if self.fq[self._base(f) + F_OWNER] == self._wid:
-                self._free.add(f)
+            owner_free = self._free.get(self.fq[self._base(f) + F_OWNER])
+            if owner_free is not None:
+                owner_free.add(f)
             return True
         return False
 
