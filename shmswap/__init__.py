@@ -11,9 +11,9 @@ from .config import Config, ConfigError
 
 
 def run(config: Config):
-    """Run the model once (see ``shmswap.run``'s module); returns a ``Result``."""
-    from .run import run as _run
-    return _run(config)
+    """Run the model once as ``shmswap run`` does (a manager and CPU worker processes); a ``Result``."""
+    from .runtime import run_multiprocess
+    return run_multiprocess(config)
 
 
 __all__ = ["Config", "ConfigError", "run"]

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", default=None, help="write the whole result as JSON to this path")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--inject-bug", default="", help=argparse.SUPPRESS)
+    r.add_argument("--start-method", default=d.start_method, help="fork|spawn|forkserver")
+    r.add_argument("--reader-delay-us", type=int, default=0, help="slow every lockless reader (race window)")
     return p
 
 
@@ -67,7 +69,46 @@ def config_from_args(a: argparse.Namespace) -> Config:
                   percpu=a.percpu, reclaim=a.reclaim, rcu=a.rcu, reader=a.reader, atomic_fail=a.atomic_fail,
                   sleep_fail=a.sleep_fail, sleep_latency_us=a.sleep_latency_us, migrate=a.migrate,
                   migrate_to=a.migrate_to, watchdog_s=a.watchdog_s, pin=a.pin, strict=a.strict,
-                  json=a.json, quiet=a.quiet, inject_bug=a.inject_bug)
+                  json=a.json, quiet=a.quiet, inject_bug=a.inject_bug, start_method=a.start_method,
+                  reader_delay_us=a.reader_delay_us)
+
+
+class _NoProgress:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+class _RichProgress:
+    """A rich progress bar over the run's time or operation budget (terminals only)."""
+
+    def __init__(self, cfg: Config) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        self.cfg = cfg
+        self.bar = Progress(TextColumn("shmswap run"), BarColumn(), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), transient=True)
+        self.total = cfg.ops if cfg.ops else float(cfg.seconds)
+        self.task = self.bar.add_task("", total=self.total)
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self.update
+
+    def update(self, steps: int, elapsed: float) -> None:
+        done = steps if self.cfg.ops else min(elapsed, self.total)
+        rate = steps / elapsed if elapsed > 0 else 0.0
+        self.bar.update(self.task, completed=done, description=f"{steps:,} ops, {rate:,.0f} ops/s")
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+
+def _progress(cfg: Config):
+    if cfg.quiet or not sys.stdout.isatty():
+        return _NoProgress()
+    return _RichProgress(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"shmswap: error: --json: cannot write {cfg.json!r}: {e.strerror}\n")
             return 2
     from .report import render
-    from .run import run
+    from .runtime import RunAborted, run_multiprocess
     try:
-        res = run(cfg)
-    except KeyboardInterrupt:
-        sys.stderr.write("shmswap: interrupted\n")
-        return 130
+        with _progress(cfg) as progress:
+            res = run_multiprocess(cfg, progress)
+    except RunAborted as e:
+        sys.stderr.write(f"shmswap: run aborted: {e}\n")
+        return 1
     if cfg.json:
         with open(cfg.json, "w") as f:
             json.dump(res.as_dict(), f, indent=1)

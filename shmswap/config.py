@@ -25,6 +25,7 @@ _CHOICES = {
     "rcu": ("normal", "none"),
     "reader": ("normal", "broken"),
     "inject_bug": ("", "lose-cluster"),
+    "start_method": ("fork", "spawn", "forkserver"),
 }
 
 
@@ -106,6 +107,8 @@ class Config:
     objs_per_slab_page: int = 8
     cache_only: float = 0.05
     lookup_ratio: float = 1.0
+    reader_delay_us: int = 0
+    start_method: str = "fork"
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -119,14 +122,16 @@ class Config:
 
     # -- validation ---------------------------------------------------------------------------------
     def _check_ints(self) -> None:
-        for name in ("cpus", "slots_per_cluster", "seed", "sleep_latency_us", "objs_per_slab_page"):
+        for name in ("cpus", "slots_per_cluster", "seed", "sleep_latency_us", "objs_per_slab_page",
+                     "reader_delay_us"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ConfigError(f"--{_opt(name)}: {v!r} is not an integer")
         if not 1 <= self.cpus <= 256:
             raise ConfigError(f"--cpus: {self.cpus} is out of range 1..256")
-        if self.sleep_latency_us < 0:
-            raise ConfigError(f"--sleep-latency-us: {self.sleep_latency_us} is negative")
+        for name in ("sleep_latency_us", "reader_delay_us"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_opt(name)}: {getattr(self, name)} is negative")
         if self.objs_per_slab_page < 1:
             raise ConfigError(f"objs_per_slab_page: {self.objs_per_slab_page} is below 1")
         for name in ("atomic_fail", "sleep_fail", "migrate", "fill", "cache_only"):

@@ -15,12 +15,13 @@ from .allocator import swap_discard_work, swap_reclaim_work
 __all__ = ["run_pending_work"]
 
 
-def run_pending_work(system, grace_period: bool = True) -> None:
+def run_pending_work(system, grace_period: bool | None = None) -> None:
+    """Run the scheduled work items; a grace period if asked, or (None) if frees wait for one."""
     si = system.si
     if si.devr.load(si.D["discard_work"] * 8):
         swap_discard_work(si)
     if si.devr.load(si.D["reclaim_work"] * 8):
         swap_reclaim_work(si)
-    if grace_period and system.shm.slab_hdr["npending"]:
+    if grace_period or (grace_period is None and system.shm.slab_hdr["npending"]):
         system.rcu.synchronize_rcu()
     system.slab.process_deferred()

@@ -53,6 +53,7 @@ class Rcu:
         self.n = shm.geo.n_workers
         self.my = 0
         self.nest = 0
+        self.latencies_ns: list[int] = []   # this process's grace periods, for percentiles
 
     def set_worker(self, wid: int) -> None:
         self.my = self.hdr + wid * self.rec
@@ -106,6 +107,7 @@ class Rcu:
             self.rr.fetch_add(_GP_SEQ, 1)
             self.rr.fetch_add(_GPS, 1)
             took = _prim.now_ns() - start
+            self.latencies_ns.append(took)
             self.rr.fetch_add(_GP_NS_TOTAL, took)
             if took > self.rr.load(_GP_NS_MAX):
                 self.rr.store(_GP_NS_MAX, took)

@@ -76,7 +76,8 @@ def _sum(stats: np.ndarray, s: Stat) -> int:
     return int(stats[:, s].sum())
 
 
-def collect(system, check: CheckResult, duration_s: float, notes: list[str] | None = None) -> Result:
+def collect(system, check: CheckResult, duration_s: float, notes: list[str] | None = None,
+            gp_latencies_ns: list[int] | None = None) -> Result:
     shm, cfg = system.shm, system.cfg
     stats = shm.workers["stats"]
     hdr = shm.slab_hdr
@@ -101,7 +102,10 @@ def collect(system, check: CheckResult, duration_s: float, notes: list[str] | No
                  "used_percpu_cluster": _sum(stats, Stat.USED_PERCPU), "installed": _sum(stats, Stat.INSTALLED),
                  "already_had_table": _sum(stats, Stat.ALREADY_HAD_TABLE),
                  "returned_null": _sum(stats, Stat.RETURNED_NULL), "lost_clusters": _sum(stats, Stat.LOST_CLUSTERS)}
+    lat = np.asarray(gp_latencies_ns if gp_latencies_ns else system.rcu.latencies_ns, dtype=np.float64) / 1e3
     rcu = {"grace_periods": gps,
+           "gp_latency_us_p50": float(np.percentile(lat, 50)) if len(lat) else 0.0,
+           "gp_latency_us_p99": float(np.percentile(lat, 99)) if len(lat) else 0.0,
            "gp_latency_us_mean": (int(rcu_hdr["gp_ns_total"]) / gps / 1000) if gps else 0.0,
            "gp_latency_us_max": int(rcu_hdr["gp_ns_max"]) / 1000,
            "reader_sections": int(shm.readers["sections"].sum()),

@@ -17,7 +17,7 @@ import secrets
 
 from multiprocess import resource_tracker, shared_memory
 
-__all__ = ["PREFIX", "Segment", "new_run_prefix", "leftover_segments"]
+__all__ = ["PREFIX", "Segment", "new_run_prefix", "leftover_segments", "unlink_by_name"]
 
 PREFIX = "shmswap_"
 
@@ -43,6 +43,19 @@ def _attach_untracked(name: str) -> shared_memory.SharedMemory:
         return shared_memory.SharedMemory(name=name)
     finally:
         resource_tracker.register = register
+
+
+def unlink_by_name(name: str) -> bool:
+    """Remove a segment someone else owned (its owner died); True if it was still there."""
+    try:
+        os.unlink(f"/dev/shm/{name}")
+    except FileNotFoundError:
+        return False
+    try:
+        resource_tracker.unregister(f"/{name}", "shared_memory")
+    except Exception:  # noqa: BLE001 - the tracker may not know it; nothing to undo then
+        pass
+    return True
 
 
 class Segment:

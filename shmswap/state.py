@@ -13,6 +13,8 @@ Segments (DESIGN §2), each named ``<run prefix><segment>``:
 | folios   | the folio model (layout.FOLIO_DTYPE), a range of ids per worker              |
 | rcu      | grace-period words and one reader record per worker                          |
 | workers  | per worker: statistics counters, lockstat block, in-progress record          |
+| handoff  | allocations published for other CPUs to free: a bounded ring under its lock  |
+| control  | run control: stop, release and abort words, per-worker run state            |
 
 Every segment is sized at swapon for the largest state it can reach; /dev/shm backs only the pages
 that are touched, so an idle 1 TiB device costs its cluster array and little else.  ``SwapShm``
@@ -72,6 +74,22 @@ RCU_HDR = ("gp_lock", "gp_ctr", "gp_seq", "gps", "gp_ns_total", "gp_ns_max", "pa
 #   ref       this worker's share of the device's percpu_ref (si->users)
 WORKER_REC = ("op", "cpu", "cluster", "phase", "pid", "heartbeat", "ref", "pad1")
 
+# Hand-off ring header words, then HANDOFF_SLOTS records of HANDOFF_REC words.
+#   lock   handoff lock   head   next record to take   tail   next free record   count   records held
+# A record: entry, order, folio (-1 none), state (workload.SWAPPED / CACHE_ONLY).
+HANDOFF_HDR = ("lock", "head", "tail", "count", "pushed", "taken", "pad0", "pad1")
+HANDOFF_SLOTS = 1024
+HANDOFF_REC = 4
+
+# Run control header words, then one CONTROL_REC record per worker.
+#   stop      1: finish the current operation and park     release   1: parked workers release all
+#   started   CLOCK_MONOTONIC ns at the start of the workload
+#   driver_pid / manager_pid   the two supervisors, each watching the other
+#   state     W_* (control.py)   steps   workload steps done (the heartbeat)
+#   affinity  CPU affinity mask obtained with --pin (0 = not pinned)
+CONTROL_HDR = ("stop", "release", "started", "driver_pid", "manager_pid", "pad0", "pad1", "pad2")
+CONTROL_REC = ("state", "steps", "affinity", "pad")
+
 
 def _words(names: tuple[str, ...]) -> np.dtype:
     return np.dtype([(n, "<i8") for n in names])
@@ -129,7 +147,8 @@ class Geometry:
 class SwapShm:
     """All segments of one device, with their views.  Create with ``create()``, attach by names."""
 
-    SEGMENTS = ("device", "clusters", "swap_map", "percpu", "slab", "tables", "folios", "rcu", "workers")
+    SEGMENTS = ("device", "clusters", "swap_map", "percpu", "slab", "tables", "folios", "rcu", "workers",
+                "handoff", "control")
     segs: dict[str, Segment] = {}
     _regions: list = []
     _views: list = []
@@ -157,6 +176,8 @@ class SwapShm:
             "folios": n_workers * geo.folios_per_worker * FOLIO_DTYPE.itemsize,
             "rcu": self.rcu_hdr_dt.itemsize + n_workers * self.rcu_dt.itemsize,
             "workers": n_workers * self.wk_dt.itemsize,
+            "handoff": (len(HANDOFF_HDR) + HANDOFF_SLOTS * HANDOFF_REC) * 8,
+            "control": (len(CONTROL_HDR) + n_workers * len(CONTROL_REC)) * 8,
         }
         self.owner = names is None
         prefix = new_run_prefix() if names is None else None
@@ -220,6 +241,8 @@ class SwapShm:
         self.rq, self.rr = self._q("rcu"), self._region("rcu")
         self.workers = self._np("workers", self.wk_dt, geo.n_workers)
         self.wq, self.wr = self._q("workers"), self._region("workers")
+        self.hq, self.hr = self._q("handoff"), self._region("handoff")
+        self.ctlq, self.ctlr = self._q("control"), self._region("control")
 
     # -- lifetime -------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -230,7 +253,8 @@ class SwapShm:
             v.release()
         self._regions, self._views = [], []
         for attr in ("dev", "clu", "map_np", "pcp", "slab_hdr", "objs", "pages", "folios", "rcu_hdr",
-                     "readers", "workers", "tables_np", "devq", "cq", "map", "pq", "sq", "tq", "fq", "rq", "wq"):
+                     "readers", "workers", "tables_np", "devq", "cq", "map", "pq", "sq", "tq", "fq", "rq", "wq",
+                     "hq", "ctlq"):
             self.__dict__.pop(attr, None)
         for s in self.segs.values():
             s.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from .config import Config
 from .device import SwapInfo, swapon
 from .folio import Folios
+from .handoff import HandoffRing
 from .rcu import Rcu
 from .slab import TableSlab
 from .state import SwapShm
@@ -34,6 +35,7 @@ class SwapSystem:
                               sleep_latency_us=cfg.sleep_latency_us)
         self.folios = Folios(shm)
         self.si = SwapInfo(shm, self.variant, self.slab, self.rcu, self.folios)
+        self.handoff = HandoffRing(shm)
 
     @classmethod
     def create(cls, cfg: Config, n_workers: int | None = None) -> SwapSystem:

@@ -32,7 +32,7 @@ from shmswap.swap_cache import __swap_cache_del_folio as del_folio_locked  # no 
 from shmswap.swap_cache import swap_cache_del_folio, swap_cache_get_folio, swap_cache_get_shadow
 from shmswap.swap_free import free_swap_and_cache_nr, put_swap_folio, swap_duplicate
 
-__all__ = ["Workload", "OP_IDLE", "OP_ALLOC", "OP_FREE", "OP_LOOKUP", "OP_NAMES"]
+__all__ = ["Workload", "release_record", "drain_handoff", "OP_IDLE", "OP_ALLOC", "OP_FREE", "OP_LOOKUP", "OP_NAMES"]
 
 OP_IDLE, OP_ALLOC, OP_FREE, OP_LOOKUP = 0, 1, 2, 3
 OP_NAMES = {OP_IDLE: "idle", OP_ALLOC: "allocating", OP_FREE: "freeing", OP_LOOKUP: "looking up"}
@@ -44,12 +44,36 @@ _RECENT = 64
 # their tables back) from the first seconds, not only once the device is full.
 ALLOC_BELOW, ALLOC_ABOVE = 0.6, 0.4
 FIFO_FREE = 0.8
+HANDOFF = 0.1            # share of allocations published for another CPU to free
+
+
+def release_record(si, folios, rec: list[int]) -> None:
+    """Free one allocation record, whoever holds it: the map count, or the cache-only folio."""
+    entry, order, folio, state = rec
+    nr = 1 << order
+    if state == SWAPPED:
+        free_swap_and_cache_nr(si, entry, nr)
+        return
+    folios.folio_lock(folio)
+    if folios.folio_matches_swap_entry(folio, entry):
+        swap_cache_del_folio(si, folio)       # folio_free_swap: no map count left
+    folios.folio_unlock(folio)
+    folios.folio_put(folio)
+
+
+def drain_handoff(si, folios, handoff) -> int:
+    """Free whatever is left in the hand-off ring (the end of a run); returns how many."""
+    n = 0
+    while (rec := handoff.pop()) is not None:
+        release_record(si, folios, rec)
+        n += 1
+    return n
 
 
 class Workload:
     """The operations of one worker (a CPU) on the shared device."""
 
-    def __init__(self, system, task, cfg: Config, n_workers: int) -> None:
+    def __init__(self, system, task, cfg: Config, n_workers: int, handoff=None) -> None:
         self.si = system.si
         self.folios = system.folios
         self.task = task
@@ -63,6 +87,7 @@ class Workload:
         self.recent: deque[int] = deque(maxlen=_RECENT)
         self.broken_reader = cfg.reader == "broken"
         self.shadow = 0
+        self.handoff = handoff
 
     # -- one step ------------------------------------------------------------------------------------
     def step(self) -> None:
@@ -96,11 +121,13 @@ class Workload:
         if self.rng.random() < self.cfg.cache_only:
             free_swap_and_cache_nr(si, entry, nr)        # folio locked: it stays cache-only
             folios.folio_unlock(folio)
-            self.live.append([entry, order, folio, CACHE_ONLY])
+            rec = [entry, order, folio, CACHE_ONLY]
         else:
             self.writeback(folio, entry, nr)
-            self.live.append([entry, order, -1, SWAPPED])
-        self.used += nr
+            rec = [entry, order, -1, SWAPPED]
+        if self.handoff is None or self.rng.random() >= HANDOFF or not self.handoff.push(rec):
+            self.live.append(rec)
+            self.used += nr
         si.set_rec_op(OP_IDLE)
         return entry
 
@@ -119,6 +146,13 @@ class Workload:
     def free(self) -> None:
         si = self.si
         si.set_rec_op(OP_FREE)
+        if self.handoff is not None and self.rng.random() < HANDOFF:
+            rec = self.handoff.pop()
+            if rec is not None:
+                release_record(si, self.folios, rec)
+                self.recent.append(rec[0])
+                si.set_rec_op(OP_IDLE)
+                return
         live = self.live
         if self.rng.random() < FIFO_FREE:
             rec = live.popleft()
@@ -130,19 +164,9 @@ class Workload:
         si.set_rec_op(OP_IDLE)
 
     def release(self, rec: list[int]) -> None:
-        entry, order, folio, state = rec
-        nr = 1 << order
-        si, folios = self.si, self.folios
-        if state == SWAPPED:
-            free_swap_and_cache_nr(si, entry, nr)
-        else:
-            folios.folio_lock(folio)
-            if folios.folio_matches_swap_entry(folio, entry):
-                swap_cache_del_folio(si, folio)       # folio_free_swap: no map count left
-            folios.folio_unlock(folio)
-            folios.folio_put(folio)
-        self.used -= nr
-        self.recent.append(entry)
+        release_record(self.si, self.folios, rec)
+        self.used -= 1 << rec[1]
+        self.recent.append(rec[0])
 
     def lookup(self) -> None:
         """A lockless swap-cache lookup, validated as a swap-in must (unless the reader is broken)."""

@@ -1,9 +1,10 @@
-"""``shmswap.run(config)``: one model run, as the CLI's ``shmswap run`` does it.
+"""A single-process run: every CPU a task taking turns in one process (tests, teaching, profiling).
 
-Until the multiprocess runtime lands, a run is single-process: the CPUs are tasks that take turns
-(a seeded round-robin with random bursts) on one shared device, with the manager's deferred work
-(discard, reclaim, grace periods and deferred table frees) run between steps.  Everything else is
-the real thing: the allocator on shared memory through the C locks, both variants, the checker.
+The CPUs are tasks that take turns (a seeded round-robin with random bursts) on one shared device,
+with the manager's deferred work (discard, reclaim, grace periods and deferred table frees) run
+between steps.  Everything else is the real thing: the allocator on shared memory through the C
+locks, both variants, the checker.  With one process the interleaving is fixed by the seed, so a
+run replays exactly; ``shmswap run`` itself uses the multiprocess runtime (runtime.py).
 
 At the end: quiescence, the invariant check, then swapoff (every worker releases what it holds,
 per-CPU caches are flushed, the reserved clusters' tables are freed) and a final accounting check
@@ -22,13 +23,13 @@ from .housekeeping import run_pending_work
 from .result import Result, collect
 from .system import SwapSystem
 
-__all__ = ["run"]
+__all__ = ["run_inprocess"]
 
 HOUSEKEEPING_EVERY = 64
 _CHECK_EVERY_S = 0.25
 
 
-def run(config: Config, progress=None) -> Result:
+def run_inprocess(config: Config, progress=None) -> Result:
     """Run the model once and return its result (the invariant check always runs)."""
     from workers.workload import Workload
     cfg = config

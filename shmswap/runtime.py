@@ -1,0 +1,130 @@
+"""The driver of a multiprocess run: the manager, N CPU workers, and an orderly end (DESIGN §1).
+
+The driver validates nothing itself (the ``Config`` already is), starts the manager, which creates
+and owns the segments, then the CPU workers with the segment names, and waits for the manager's
+result.  Ctrl-C becomes an orderly stop (the workers and the manager ignore SIGINT; the driver asks
+the manager to stop, and the run ends with its check and report); a second Ctrl-C aborts.  If the
+manager dies, the driver kills the workers and unlinks the segments itself; if the driver dies,
+the manager does the same.  The shared resource tracker, started before the first fork, unlinks
+whatever an owner that was killed outright left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import multiprocess as mp
+from multiprocess import resource_tracker
+
+from .checker import CheckResult, Violation
+from .config import Config
+from .result import Result
+from .shm import unlink_by_name
+
+__all__ = ["run_multiprocess", "RunAborted"]
+
+START_TIMEOUT_S = 60.0
+
+
+class RunAborted(RuntimeError):
+    """The run could not produce a result (the manager died, or a second Ctrl-C)."""
+
+
+def _budgets(cfg: Config) -> list[int | None]:
+    if cfg.ops is None:
+        return [None] * cfg.cpus
+    base, extra = divmod(cfg.ops, cfg.cpus)
+    return [base + (1 if w < extra else 0) for w in range(cfg.cpus)]
+
+
+def run_multiprocess(cfg: Config, progress=None) -> Result:
+    """Run the model with a manager and ``cfg.cpus`` worker processes; returns the result."""
+    from workers.cpu import cpu_main
+    from workers.manager import manager_main
+    ctx = mp.get_context(cfg.start_method)
+    resource_tracker.ensure_running()
+    n_workers = cfg.cpus + 1
+    ctl, ctl_child = ctx.Pipe()
+    pipes = [ctx.Pipe() for _ in range(cfg.cpus)]
+    manager = ctx.Process(target=manager_main, name="shmswap-manager", daemon=False,
+                          args=(cfg, n_workers, ctl_child, [a for a, _ in pipes], os.getpid()))
+    workers: list = []
+    names: dict[str, str] = {}
+    try:
+        manager.start()
+        names = _await_names(ctl, manager)
+        for w, budget in enumerate(_budgets(cfg)):
+            p = ctx.Process(target=cpu_main, name=f"shmswap-cpu{w}", daemon=False,
+                            args=(cfg, n_workers, names, w, pipes[w][1], budget, os.getpid()))
+            p.start()
+            workers.append(p)
+        ctl.send(("pids", [p.pid for p in workers]))
+        return _await_result(ctl, manager, progress)
+    finally:
+        _reap(manager, workers, names)
+
+
+def _await_names(ctl, manager) -> dict[str, str]:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if ctl.poll(0.05):
+            kind, payload = ctl.recv()
+            if kind == "names":
+                return payload
+            raise RunAborted(f"the manager failed to start:\n{payload}")
+        if not manager.is_alive():
+            raise RunAborted(f"the manager exited with status {manager.exitcode} before swapon")
+    raise RunAborted("the manager did not swapon in time")
+
+
+def _await_result(ctl, manager, progress) -> Result:
+    interrupted = False
+    while True:
+        try:
+            if ctl.poll(0.05):
+                kind, *payload = ctl.recv()
+                if kind == "progress" and progress is not None:
+                    progress(*payload)
+                elif kind == "result":
+                    return payload[0]
+                elif kind == "error":
+                    raise RunAborted(f"the manager failed:\n{payload[0]}")
+            elif not manager.is_alive():
+                raise RunAborted(f"the manager died (exit status {manager.exitcode}); workers stopped, "
+                                 "segments unlinked")
+        except KeyboardInterrupt:
+            if interrupted:
+                raise RunAborted("interrupted twice: aborted") from None
+            interrupted = True
+            try:
+                ctl.send(("stop",))
+            except OSError:
+                raise RunAborted("interrupted, and the manager is gone") from None
+        except EOFError:
+            raise RunAborted("the manager's control pipe closed") from None
+
+
+def _reap(manager, workers: list, names: dict[str, str]) -> None:
+    """Join everything; kill what does not end; unlink whatever is left of the segments."""
+    deadline = time.monotonic() + 10.0
+    for p in [*workers, manager]:
+        if p.pid is None:
+            continue
+        p.join(max(0.1, deadline - time.monotonic()))
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGKILL)
+            p.join(5.0)
+    for name in names.values():
+        unlink_by_name(name)
+
+
+def failed_result(cfg: Config, reason: str) -> Result:
+    """A result for a run that produced none: one violation saying why."""
+    chk = CheckResult(checked=[], violations=[Violation("run", reason, "runtime")])
+    zero = {"alloc": 0, "alloc_failed": 0, "free": 0, "lookup": 0}
+    return Result(config=cfg.as_dict(), variant={}, duration_s=0.0, ops=zero, locks={}, tables={},
+                  migration={}, rcu={}, oracles={"freed_memory_reads": 0, "wrong_owner_accepted": 0,
+                                                  "pipe_too_old": 0, "foreign_folios_rejected": 0},
+                  check=chk, notes=[reason])

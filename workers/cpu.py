@@ -1,0 +1,97 @@
+"""A CPU worker process: one CPU of the model and the one task that runs there (DESIGN §1).
+
+It attaches to the manager's segments by name (without resource tracking), makes its task current
+(lock ownership, lockstat block, RCU reader record, statistics), routes the sleeping table
+allocation to the manager through its mailbox, and runs its seeded workload until the run stops.
+Then it parks outside any operation (quiescence) while the manager checks the invariants, and on
+the manager's word releases everything it holds (its share of swapoff's ``try_to_unuse``).
+
+It ignores SIGINT (the driver turns Ctrl-C into an orderly stop), raises out of any lock wait once
+the abort word is set, and exits on its own if the driver disappears.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from shmswap import _prim
+from shmswap.config import Config
+from shmswap.control import (
+    W_ABORTED, W_FAILED, W_PARKED, W_RELEASED, W_RUNNING, Control,
+)
+from shmswap.preempt import Point, install
+from shmswap.system import SwapSystem
+from workers.workload import Workload
+
+__all__ = ["cpu_main"]
+
+_PARENT_CHECK_EVERY = 256
+
+
+def _mailbox(conn):
+    """The sleeping allocation, served by the manager: send the cluster, sleep for the answer."""
+    def sleep_alloc(si, ci: int) -> int:
+        conn.send(ci)
+        return conn.recv()
+    return sleep_alloc
+
+
+def _reader_delay_hook(delay_s: float):
+    """A fault-injection observer: slow every lockless reader inside its window (reference §10 W3)."""
+    def hook(kind: int, a: int, b: int) -> None:
+        if kind == Point.READER:
+            time.sleep(delay_s)
+    return hook
+
+
+def _pin(wid: int) -> list[int]:
+    import psutil
+    cores = psutil.Process().cpu_affinity() or list(range(os.cpu_count() or 1))
+    target = [cores[wid % len(cores)]]
+    psutil.Process().cpu_affinity(target)
+    return psutil.Process().cpu_affinity()
+
+
+def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: int | None,
+             driver_pid: int) -> None:
+    """Entry point of CPU worker ``wid``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _prim.set_hook(None)
+    system = SwapSystem.attach(cfg, n_workers, names)
+    ctl = Control(system.shm)
+    try:
+        task = system.task(wid)
+        system.si.sleep_alloc = _mailbox(conn)
+        if cfg.pin:
+            ctl.set_affinity(wid, _pin(wid))
+        if cfg.reader_delay_us:
+            install(_reader_delay_hook(cfg.reader_delay_us / 1e6))
+        load = Workload(system, task, cfg, cfg.cpus, handoff=system.handoff)
+        ctl.set_state(wid, W_RUNNING)
+        _run(ctl, load, wid, budget, driver_pid)
+        ctl.set_state(wid, W_PARKED)
+        if ctl.wait_release(driver_pid):
+            load.release_all()
+            ctl.set_state(wid, W_RELEASED)
+    except _prim.Aborted:
+        ctl.set_state(wid, W_ABORTED)
+    except BaseException:
+        ctl.set_state(wid, W_FAILED)
+        raise
+    finally:
+        install(None)
+        system.shm.close()
+
+
+def _run(ctl: Control, load: Workload, wid: int, budget: int | None, driver_pid: int) -> None:
+    steps = 0
+    while not ctl.stopping():
+        load.step()
+        steps += 1
+        ctl.beat(wid, steps)
+        if budget is not None and steps >= budget:
+            break
+        if steps % _PARENT_CHECK_EVERY == 0 and os.getppid() != driver_pid:
+            raise _prim.Aborted("the driver is gone")

@@ -1,0 +1,288 @@
+"""The manager process: owner of the segments, the kernel's background work, and the watchdog.
+
+It creates the device (swapon) and unlinks it at the end; serves the CPU workers' sleeping table
+allocations through their mailboxes (``kmem_cache_zalloc(GFP_KERNEL)``: latency and failure
+injectable); runs the grace periods and the deferred table frees (call_rcu), the discard work and
+the full-cluster reclaim work; and watches the workers: a dead worker (psutil) or one that makes no
+progress for ``--watchdog-s`` is reported with its CPU, its operation, the cluster it had isolated
+and the locks it holds, its RCU reader is declared quiescent, and the run stops with exit status 1.
+It also watches the driver and cleans up if the driver disappears.
+
+At the end it waits for every worker to park outside any operation, runs the invariant checker at
+that quiescence, lets the workers release what they hold, drains the hand-off ring, runs swapoff
+and accounts for every table object.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+
+import numpy as np
+import psutil
+from multiprocess.connection import wait
+
+from shmswap import _prim
+from shmswap.checker import Violation, check
+from shmswap.config import Config
+from shmswap.control import STATE_NAMES, W_ABORTED, W_FAILED, W_PARKED, W_RELEASED, W_RUNNING, Control
+from shmswap.device import swapoff
+from shmswap.housekeeping import run_pending_work
+from shmswap.locks import LockClass
+from shmswap.result import collect
+from shmswap.system import SwapSystem
+from workers.workload import OP_NAMES, drain_handoff
+
+__all__ = ["manager_main", "Manager"]
+
+TICK_S = 0.002
+PROGRESS_EVERY_S = 0.2
+GP_EVERY_S = 0.02        # the kernel's RCU runs grace periods whether or not frees wait for one
+
+
+def manager_main(cfg: Config, n_workers: int, ctl_conn, worker_conns: list, driver_pid: int) -> None:
+    """Entry point of the manager process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _prim.set_hook(None)
+    system = None
+    try:
+        system = SwapSystem.create(cfg, n_workers=n_workers)
+        ctl_conn.send(("names", system.shm.names()))
+        result = Manager(system, cfg, ctl_conn, worker_conns, driver_pid).run()
+        ctl_conn.send(("result", result))
+    except BaseException:
+        try:
+            ctl_conn.send(("error", traceback.format_exc()))
+        except (OSError, ValueError):
+            pass
+    finally:
+        if system is not None:
+            system.close()
+
+
+class Manager:
+    def __init__(self, system: SwapSystem, cfg: Config, ctl_conn, worker_conns: list, driver_pid: int) -> None:
+        self.system, self.cfg = system, cfg
+        self.ctl = Control(system.shm)
+        self.ctl_conn = ctl_conn
+        self.conns = list(worker_conns)
+        self.driver_pid = driver_pid
+        self.ncpu = cfg.cpus
+        self.task = system.task(cfg.cpus)
+        self.ctl.set("driver_pid", driver_pid)
+        self.ctl.set("manager_pid", os.getpid())
+        self.pids: list[int] = []
+        self.events: list[str] = []
+        self.notes: list[str] = []
+        self.last_steps = [0] * self.ncpu
+        self.last_progress = [time.monotonic()] * self.ncpu
+        self.sleep_served = 0
+
+    # -- main loop ----------------------------------------------------------------------------------
+    def run(self):
+        self._await_pids()
+        start = time.monotonic()
+        self.ctl.set("started", _prim.now_ns())
+        deadline = None if self.cfg.ops else start + float(self.cfg.seconds)
+        next_progress = next_gp = start
+        while not self._all_in({W_PARKED, W_RELEASED, W_ABORTED, W_FAILED}):
+            self._serve(TICK_S)
+            now = time.monotonic()
+            gp = now >= next_gp or bool(self.system.shm.slab_hdr["npending"])
+            run_pending_work(self.system, grace_period=gp)
+            if gp:
+                next_gp = now + GP_EVERY_S
+            if deadline is not None and now >= deadline:
+                self.ctl.stop()
+            if self._watchdog(now) or self._driver_gone():
+                break
+            if now >= next_progress:
+                self._send(("progress", self._total_steps(), now - start))
+                next_progress = now + PROGRESS_EVERY_S
+        duration = time.monotonic() - start
+        return self._finish(duration)
+
+    def _await_pids(self) -> None:
+        while True:
+            if self.ctl_conn.poll(0.05):
+                msg = self.ctl_conn.recv()
+                if msg[0] == "pids":
+                    self.pids = list(msg[1])
+                    return
+            if self._driver_gone():
+                raise RuntimeError("the driver disappeared before starting the workers")
+
+    def _serve(self, timeout: float) -> None:
+        """Answer sleeping table allocations and control messages."""
+        for conn in wait(self.conns + [self.ctl_conn], timeout):
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                if conn is self.ctl_conn:
+                    self.events.append("the driver's control pipe closed")
+                    self.ctl.abort()
+                else:
+                    self.conns.remove(conn)
+                continue
+            if conn is self.ctl_conn:
+                if msg[0] == "stop":
+                    self.notes.append("stopped early by the driver (Ctrl-C)")
+                    self.ctl.stop()
+            else:
+                self.sleep_served += 1
+                conn.send(self.system.slab.alloc_sleeping(self.system.si, int(msg)))
+
+    def _send(self, msg) -> None:
+        try:
+            self.ctl_conn.send(msg)
+        except (OSError, ValueError):
+            pass
+
+    # -- supervision ----------------------------------------------------------------------------------
+    def _all_in(self, states: set[int]) -> bool:
+        return all(self.ctl.state(w) in states for w in range(self.ncpu))
+
+    def _total_steps(self) -> int:
+        return sum(self.ctl.steps(w) for w in range(self.ncpu))
+
+    def _driver_gone(self) -> bool:
+        if os.getppid() != self.driver_pid:
+            self.events.append(f"the driver (pid {self.driver_pid}) is gone")
+            self.ctl.abort()
+            return True
+        return False
+
+    def _alive(self, w: int) -> bool:
+        try:
+            p = psutil.Process(self.pids[w])
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def _watchdog(self, now: float) -> bool:
+        """A dead worker, or one without progress for --watchdog-s, stops the run."""
+        bad = False
+        for w in range(self.ncpu):
+            state = self.ctl.state(w)
+            if state == W_FAILED:
+                self.events.append(f"worker {w} failed with an exception (see its traceback on stderr)")
+                bad = True
+                continue
+            if state in (W_RELEASED, W_PARKED, W_ABORTED):
+                continue
+            if not self._alive(w):
+                self.events.append(f"worker {w} (pid {self.pids[w]}) died: {self._describe(w)}")
+                self.system.shm.readers["dead"][w] = 1      # a dead reader is quiescent
+                bad = True
+                continue
+            steps = self.ctl.steps(w)
+            if steps != self.last_steps[w]:
+                self.last_steps[w], self.last_progress[w] = steps, now
+            elif state == W_RUNNING and now - self.last_progress[w] > self.cfg.watchdog_s:
+                self.events.append(f"worker {w} (pid {self.pids[w]}) made no progress for "
+                                   f"{self.cfg.watchdog_s:g} s: {self._describe(w)}")
+                bad = True
+        if bad:
+            self._stop_all()
+        return bad
+
+    def _describe(self, w: int) -> str:
+        rec = self.system.shm.workers["rec"][w]
+        op = OP_NAMES.get(int(rec["op"]), str(int(rec["op"])))
+        cluster = int(rec["cluster"])
+        held = self.locks_held_by(w)
+        return (f"running as CPU {int(rec['cpu'])}, {op}"
+                f"{f', cluster {cluster} isolated' if cluster >= 0 and rec['op'] else ''}; "
+                f"locks held: {', '.join(held) if held else 'none'}")
+
+    def locks_held_by(self, w: int) -> list[str]:
+        """Every lock word whose owner field names worker ``w``."""
+        shm = self.system.shm
+        me = w + 1
+        held = [f"ci_lock of cluster {c}" for c in np.flatnonzero((shm.clu["lock"] >> 32) == me)]
+        for name, cls in (("si_lock", LockClass.SI_LOCK), ("global_lock", LockClass.GLOBAL_CLUSTER_LOCK),
+                          ("avail_lock", LockClass.SWAP_AVAIL_LOCK)):
+            if int(shm.dev[name]) >> 32 == me:
+                held.append(cls.label)
+        held += [f"local_lock of CPU {c}" for c in np.flatnonzero((shm.pcp["lock"] >> 32) == me)]
+        if int(shm.slab_hdr["lock"]) >> 32 == me:
+            held.append("slab_lock")
+        return held
+
+    def _stop_all(self) -> None:
+        """Abort: waiters raise, the living stop; whoever does not exit soon is killed."""
+        self.ctl.abort()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            self._serve(0.01)
+            if all(not self._alive(w) or self.ctl.state(w) in (W_ABORTED, W_RELEASED, W_PARKED, W_FAILED)
+                   for w in range(self.ncpu)):
+                break
+        for w in range(self.ncpu):
+            if self._alive(w) and self.ctl.state(w) not in (W_ABORTED, W_PARKED, W_RELEASED):
+                try:
+                    os.kill(self.pids[w], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    # -- the end of a run --------------------------------------------------------------------------------
+    def _finish(self, duration: float):
+        system, si = self.system, self.system.si
+        si.switch_to(self.task)
+        if not self.events:
+            run_pending_work(system)
+        if self.cfg.inject_bug == "lose-cluster":
+            from shmswap.inject import lose_cluster
+            lose_cluster(si)
+        chk = check(system.shm, system.variant, si.warnings)
+        for e in self.events:
+            chk.violations.append(Violation("watchdog", e, "watchdog"))
+        notes = [f"{self.ncpu} CPU worker processes and a manager; {self.sleep_served} sleeping table "
+                 f"allocations served by the manager"] + self.notes
+        if self.ncpu > (os.cpu_count() or 1):
+            notes.append(f"{self.ncpu} CPUs on {os.cpu_count()} cores: lock holders get preempted")
+        res = collect(system, chk, duration, notes, gp_latencies_ns=system.rcu.latencies_ns)
+        res.extra["workers"] = [{"wid": w, "pid": self.pids[w], "state": STATE_NAMES.get(self.ctl.state(w)),
+                                 "steps": self.ctl.steps(w), "affinity": self.ctl.affinity(w)}
+                                for w in range(self.ncpu)]
+        res.extra["handoff"] = system.handoff.statistics()
+        if self.events:
+            res.extra["watchdog"] = list(self.events)
+            res.notes.append("swapoff skipped: the run was aborted")
+            return res
+        self._release_and_swapoff(res)
+        return res
+
+    def _release_and_swapoff(self, res) -> None:
+        """swapoff in the kernel's order; its ``try_to_unuse`` is the workers releasing their slots."""
+        system, si = self.system, self.system.si
+        outcome = {}
+
+        def try_to_unuse(_si) -> None:
+            self.ctl.release()
+            deadline = time.monotonic() + max(30.0, self.cfg.watchdog_s)
+            while not self._all_in({W_RELEASED, W_ABORTED, W_FAILED}):
+                self._serve(TICK_S)
+                run_pending_work(system, grace_period=bool(system.shm.slab_hdr["npending"]))
+                if time.monotonic() > deadline or any(not self._alive(w) and self.ctl.state(w) != W_RELEASED
+                                                      for w in range(self.ncpu)):
+                    raise TimeoutError("workers did not release their slots")
+            si.switch_to(self.task)
+            outcome["handoff_drained"] = drain_handoff(si, system.folios, system.handoff)
+            run_pending_work(system)
+
+        si.switch_to(self.task)
+        try:
+            swapoff(si, try_to_unuse)
+        except TimeoutError as e:
+            res.check.violations.append(Violation("swapoff", str(e), "watchdog"))
+            return
+        run_pending_work(system)
+        live = int(system.shm.slab_hdr["live"])
+        res.extra["swapoff"] = {"tables_left": live, **outcome,
+                                "inuse_after": int(system.shm.dev["inuse_pages"]) & ((1 << 30) - 1)}
+        if live:
+            res.check.violations.append(Violation("swapoff", f"{live} table objects still allocated after "
+                                                  "free_cluster_info", "I-swapoff-tables"))
