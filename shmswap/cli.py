@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--inject-bug", default="", help=argparse.SUPPRESS)
     r.add_argument("--start-method", default=d.start_method, help="fork|spawn|forkserver")
-    r.add_argument("--reader-delay-us", type=int, default=0, help="slow every lockless reader (race window)")
+    r.add_argument("--reader-delay-us", type=int, default=0, help="hold CPU 0's lockless readers in their window up to N us (race window)")
     return p
 
 

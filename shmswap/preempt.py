@@ -30,7 +30,7 @@ class Point(IntEnum):
     TABLE_WAKE = 11           # woke from the sleeping allocation (a=cpu now, b=cpu before)
     RECLAIM_WINDOW = 12       # cluster_reclaim_range / full reclaim: ci->lock dropped (a=cluster, b=slot)
     DISCARD_WINDOW = 13       # swap_do_scheduled_discard: si->lock dropped around the I/O (a=cluster)
-    READER = 14               # swap_table_get: between loading the table pointer and the entry
+    READER = 14               # swap_table_get: table pointer loaded, entry not yet (a=table, b=offset)
 
 
 def install(hook: Callable[[int, int, int], None] | None) -> Callable | None:

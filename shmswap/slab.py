@@ -347,6 +347,10 @@ class TableSlab:
     def obj_state(self, h: int) -> int:
         return self.sq[self._o(h) + O_STATE]
 
+    def obj_gen_live(self, h: int) -> int:
+        """The object's generation, read atomically (it changes under a lockless reader)."""
+        return self.sr.load((self._o(h) + O_GEN) * 8)
+
     def obj_gp(self, h: int) -> int:
         return self.sq[self._o(h) + O_GP]
 

@@ -88,26 +88,32 @@ def __swap_table_get(si, ci: int, off: int) -> int:
 
 
 def swap_table_get(si, ci: int, off: int) -> int:
-    """Models ``swap_table_get()``: the lockless reader, inside an RCU read section."""
-    rcu = si.rcu
+    """Models ``swap_table_get()``: the lockless reader, inside an RCU read section.
+
+    The oracle: a read is of freed memory if the object went back to the page pool, or, in page
+    mode (where nothing may reuse a table before the reader's grace period ends), if it was
+    reallocated since the reader loaded the pointer.  In slab mode reuse is allowed
+    (SLAB_TYPESAFE_BY_RCU) and it is the caller's validation that must catch a foreign folio.
+    """
+    rcu, slab = si.rcu, si.slab
     rcu.read_lock()
     table = si.cr.load(ci * CW * 8 + C_TABLE * 8)
     if table == NULL_TABLE:
         tb = 0
     else:
-        sched_point(Point.READER, ci, off)
-        state = si.slab.obj_state(table)
-        if state == OBJ_POOL:
+        gen = slab.obj_gen_live(table)
+        sched_point(Point.READER, table, off)
+        tb = si.tr.load((table * si.spc + off) * 8)
+        state = slab.obj_state(table)
+        if state == OBJ_POOL or (slab.mode == "page" and slab.obj_gen_live(table) != gen):
             si.stat(Stat.FREED_MEMORY_READS)
             tb = 0
+        elif state == OBJ_RCU:
+            age = rcu.completed() - slab.obj_gp(table)
+            rcu.pipe_record(age)
+            if age >= 2:
+                si.stat(Stat.PIPE_TOO_OLD)
         else:
-            tb = si.tr.load((table * si.spc + off) * 8)
-            if state == OBJ_RCU:
-                age = rcu.completed() - si.slab.obj_gp(table)
-                rcu.pipe_record(age)
-                if age >= 2:
-                    si.stat(Stat.PIPE_TOO_OLD)
-            else:
-                rcu.pipe_record(0)
+            rcu.pipe_record(0)
     rcu.read_unlock()
     return tb

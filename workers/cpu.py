@@ -22,6 +22,7 @@ from shmswap.control import (
     W_ABORTED, W_FAILED, W_PARKED, W_RELEASED, W_RUNNING, Control,
 )
 from shmswap.preempt import Point, install
+from shmswap.proc import set_comm
 from shmswap.system import SwapSystem
 from workers.workload import Workload
 
@@ -38,11 +39,31 @@ def _mailbox(conn):
     return sleep_alloc
 
 
-def _reader_delay_hook(delay_s: float):
-    """A fault-injection observer: slow every lockless reader inside its window (reference §10 W3)."""
-    def hook(kind: int, a: int, b: int) -> None:
-        if kind == Point.READER:
-            time.sleep(delay_s)
+def _reader_window_hook(system, max_s: float):
+    """Fault injection at the reader's window (reference §10 W3), as an observer.
+
+    A lockless reader that has loaded a table pointer is held, for at most ``max_s``, until the
+    object it points to has been recycled for another cluster with a folio at the reader's offset
+    (slab mode), or given back to the page pool or reused (page mode): the rare interleaving the
+    oracles are there to catch is made to happen, not hoped for.  A correct RCU keeps the page-mode
+    case from ever happening while the reader waits, so that reader just waits out ``max_s``.
+    """
+    from shmswap.slab import OBJ_POOL
+    objs, tables = system.shm.objs, system.shm.tables_np
+    page_mode = system.slab.mode == "page"
+
+    def hook(kind: int, table: int, off: int) -> None:
+        if kind != Point.READER:
+            return
+        gen0 = int(objs["gen"][table])
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            if objs["state"][table] == OBJ_POOL:
+                return
+            tb = int(tables[table, off])
+            if objs["gen"][table] != gen0 and (page_mode or (tb and not tb & 1)):
+                return
+            time.sleep(0.0001)
     return hook
 
 
@@ -58,6 +79,7 @@ def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: i
              driver_pid: int) -> None:
     """Entry point of CPU worker ``wid``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_comm(f"shmswap-cpu{wid}")
     _prim.set_hook(None)
     system = SwapSystem.attach(cfg, n_workers, names)
     ctl = Control(system.shm)
@@ -66,8 +88,8 @@ def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: i
         system.si.sleep_alloc = _mailbox(conn)
         if cfg.pin:
             ctl.set_affinity(wid, _pin(wid))
-        if cfg.reader_delay_us:
-            install(_reader_delay_hook(cfg.reader_delay_us / 1e6))
+        if cfg.reader_delay_us and wid == 0:    # one slow reader; the other CPUs churn
+            install(_reader_window_hook(system, cfg.reader_delay_us / 1e6))
         load = Workload(system, task, cfg, cfg.cpus, handoff=system.handoff)
         ctl.set_state(wid, W_RUNNING)
         _run(ctl, load, wid, budget, driver_pid)

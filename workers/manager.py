@@ -31,6 +31,7 @@ from shmswap.control import STATE_NAMES, W_ABORTED, W_FAILED, W_PARKED, W_RELEAS
 from shmswap.device import swapoff
 from shmswap.housekeeping import run_pending_work
 from shmswap.locks import LockClass
+from shmswap.proc import set_comm
 from shmswap.result import collect
 from shmswap.system import SwapSystem
 from workers.workload import OP_NAMES, drain_handoff
@@ -45,6 +46,7 @@ GP_EVERY_S = 0.02        # the kernel's RCU runs grace periods whether or not fr
 def manager_main(cfg: Config, n_workers: int, ctl_conn, worker_conns: list, driver_pid: int) -> None:
     """Entry point of the manager process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_comm("shmswap-mgr")
     _prim.set_hook(None)
     system = None
     try:

@@ -45,6 +45,7 @@ _RECENT = 64
 ALLOC_BELOW, ALLOC_ABOVE = 0.6, 0.4
 FIFO_FREE = 0.8
 HANDOFF = 0.1            # share of allocations published for another CPU to free
+HANDOFF_TAKE = 0.5       # share of frees that first take from the ring, so it stays short
 
 
 def release_record(si, folios, rec: list[int]) -> None:
@@ -146,7 +147,7 @@ class Workload:
     def free(self) -> None:
         si = self.si
         si.set_rec_op(OP_FREE)
-        if self.handoff is not None and self.rng.random() < HANDOFF:
+        if self.handoff is not None and self.rng.random() < HANDOFF_TAKE:
             rec = self.handoff.pop()
             if rec is not None:
                 release_record(si, self.folios, rec)
@@ -172,12 +173,15 @@ class Workload:
         """A lockless swap-cache lookup, validated as a swap-in must (unless the reader is broken)."""
         si, folios, rng = self.si, self.folios, self.rng
         si.set_rec_op(OP_LOOKUP)
-        if self.recent and (not self.live or rng.random() < 0.5):
+        pick = rng.random()
+        if self.recent and pick < 1 / 3:
             entry = self.recent[rng.randrange(len(self.recent))]
-        elif self.live:
+        elif self.live and pick < 2 / 3:
             entry = self.live[rng.randrange(len(self.live))][0]
         else:
-            entry = rng.randrange(1, si.max)
+            # Readahead: a neighbour of one of ours, likely in a cluster another CPU is recycling.
+            base = self.live[rng.randrange(len(self.live))][0] if self.live else rng.randrange(1, si.max)
+            entry = min(max(1, base + rng.randrange(-4 * si.spc, 4 * si.spc)), si.max - 1)
         si.stat(Stat.LOOKUP)
         folio = swap_cache_get_folio(si, entry)
         if folio >= 0:

@@ -1,0 +1,434 @@
+"""Tests of shmswap.alloc_table: ``swap_cluster_alloc_table``, seed and merged, on every path.
+
+Paths are forced with the slab's ``force_atomic_fail`` / ``force_sleep_fail`` counters and the
+task's ``migrate_hook``.  The sleeping allocation is observed through ``si.sleep_alloc`` (the
+hook the runtime uses to put the manager behind it): while it runs, no lock may be held.
+"""
+
+import errno
+
+import numpy as np
+import pytest
+from conftest import SWAPPED, alloc_folio, assert_clean, release, run_check, stat
+
+from shmswap.alloc_table import (
+    LOST_T5, LOST_T6B, MergedAllocTable, SeedAllocTable, decode_lost, lost_word,
+)
+from shmswap.cluster import (
+    C_TABLE, CLUSTER_FLAG_FREE, CLUSTER_FLAG_FULL, CLUSTER_FLAG_NONE, CW, KernelBug, ci_lock, ci_unlock,
+)
+from shmswap.layout import LIST_FREE, LIST_FULL, list_frag, list_nonfull
+from shmswap.slab import OBJ_FREE, OBJ_INUSE
+from shmswap.stats import Stat
+
+BRANCHES = (Stat.TABLE_ATOMIC, Stat.TABLE_ATOMIC_FAIL, Stat.SLEEPS, Stat.SLEEP_FAIL, Stat.MIGRATED,
+            Stat.USED_PERCPU, Stat.INSTALLED, Stat.ALREADY_HAD_TABLE, Stat.RETURNED_NULL,
+            Stat.LOST_CLUSTERS, Stat.TABLE_UNUSED_FREED)
+
+
+def branches(system, wid=0):
+    """The nonzero swap_cluster_alloc_table branch counters of worker ``wid``."""
+    return {s.name: stat(system, s, wid) for s in BRANCHES if stat(system, s, wid)}
+
+
+def walk(system, lst):
+    out = []
+    c = int(system.shm.dev["heads"][lst][0])
+    while c != -1:
+        out.append(c)
+        c = int(system.shm.clu["next"][c])
+    return out
+
+
+def spy_sleep(system, during=None):
+    """Wrap the sleeping allocation: record the lock and cluster state while it runs."""
+    si = system.si
+    real = si.sleep_alloc
+    seen = []
+
+    def sleeping(si_, ci):
+        shm = system.shm
+        clu, dev = shm.clu, shm.dev
+        seen.append({
+            "ci": ci,
+            "ci_locks": np.flatnonzero(clu["lock"]).tolist(),
+            "local_locks": np.flatnonzero(shm.pcp["lock"]).tolist(),
+            "si_lock": int(dev["si_lock"]), "global_lock": int(dev["global_lock"]),
+            "state": (int(clu["flags"][ci]), int(clu["count"][ci]), int(clu["table"][ci])),
+            "listed": any(ci in walk(system, lst) for lst in range(len(dev["heads"]))),
+        })
+        if during is not None:
+            during(ci)
+        return real(si_, ci)
+
+    si.sleep_alloc = sleeping
+    return seen
+
+
+def assert_nothing_held(system):
+    shm = system.shm
+    assert not shm.clu["lock"].any()
+    assert not shm.pcp["lock"].any()
+    assert int(shm.dev["si_lock"]) == int(shm.dev["global_lock"]) == int(shm.dev["avail_lock"]) == 0
+
+
+def dangling(system, ci):
+    """Flag NONE, count 0, table NULL, on no list."""
+    clu = system.shm.clu
+    assert (int(clu["flags"][ci]), int(clu["count"][ci]), int(clu["table"][ci])) == (CLUSTER_FLAG_NONE, 0, -1)
+    assert all(ci not in walk(system, lst) for lst in range(len(system.shm.dev["heads"])))
+
+
+# -- atomic failure, sleep success ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", ["ssd", "hdd"])
+@pytest.mark.parametrize("variant", ["seed", "merged"])
+def test_atomic_failure_then_sleep_success_installs(make_system, variant, device):
+    s = make_system(alloc_table=variant, device=device)
+    seen = spy_sleep(s)
+    s.slab.force_atomic_fail = 1
+    e = alloc_folio(s, 1, SWAPPED)
+    assert e == 8                                             # cluster 1, the head of free_clusters
+    assert s.slab.force_atomic_fail == 0
+    assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "INSTALLED": 1}
+    # while it slept: every lock dropped (ci->lock, global_cluster_lock, the local lock), DANG state
+    assert seen == [{"ci": 1, "ci_locks": [], "local_locks": [], "si_lock": 0, "global_lock": 0,
+                     "state": (CLUSTER_FLAG_NONE, 0, -1), "listed": False}]
+    table = int(s.shm.clu["table"][1])
+    assert table >= 0 and s.shm.objs["state"][table] == OBJ_INUSE and s.shm.objs["owner"][table] == 1
+    assert int(s.shm.slab_hdr["sleep_allocs"]) == 1
+    assert walk(s, list_frag(1)) == [1]
+    assert_nothing_held(s)
+    assert s.si.devr.owner(8) == -1                          # global_cluster_lock not held by us
+    if device == "hdd":
+        assert int(s.shm.dev["global_next"][1]) == 10
+        assert not s.shm.pcp["si"].any()
+    else:
+        assert int(s.shm.pcp["offset"][0][1]) == 10
+    assert_clean(s)
+    # and the cluster works on: the next allocation of the order continues there
+    assert alloc_folio(s, 1, SWAPPED) == 10
+    assert branches(s)["INSTALLED"] == 1
+    assert_clean(s)
+
+
+def test_atomic_success_needs_no_sleep(system):
+    seen = spy_sleep(system)
+    assert alloc_folio(system, 1, SWAPPED) == 8
+    assert seen == []
+    assert branches(system) == {"TABLE_ATOMIC": 1}
+
+
+# -- sleep failure ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", ["ssd", "hdd"])
+def test_seed_sleep_failure_loses_the_cluster(make_system, device):
+    s = make_system(device=device)
+    s.slab.force_atomic_fail = 1
+    s.slab.force_sleep_fail = 1
+    assert alloc_folio(s, 1, SWAPPED) == -errno.ENOMEM     # order 1: nothing after the free list
+    assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "SLEEP_FAIL": 1, "RETURNED_NULL": 1,
+                           "LOST_CLUSTERS": 1}
+    assert stat(s, Stat.ALLOC_FAILED) == 1
+    dangling(s, 1)
+    assert decode_lost(int(s.shm.clu["lost"][1])) == (LOST_T6B, 0, 0, -1)
+    assert_nothing_held(s)
+    res = run_check(s)
+    assert res.violations == []
+    assert [(f.where, f.branch) for f in res.findings] == [("cluster 1", "T6b")]
+    assert "seed T6b" in res.findings[0].reason
+    # the lost cluster is never reached again: the next allocation takes cluster 2
+    assert alloc_folio(s, 1, SWAPPED) == 16
+    dangling(s, 1)
+    assert [f.where for f in run_check(s).findings] == ["cluster 1"]
+
+
+@pytest.mark.parametrize("variant", ["seed", "merged"])
+def test_sleep_failure_falls_through_to_later_steps(make_system, variant):
+    s = make_system(alloc_table=variant)
+    me, cpu1 = s.tasks
+    s.si.switch_to(cpu1)
+    assert alloc_folio(s, 0, SWAPPED) == 1        # cluster 0 -> frag_clusters[0]; CPU 0's cache empty
+    s.si.switch_to(me)
+    s.slab.force_atomic_fail = 1
+    s.slab.force_sleep_fail = 1
+    e = alloc_folio(s, 0, SWAPPED)
+    assert e == 2                                 # free_clusters gave nothing: frag_clusters[0] did
+    if variant == "seed":
+        assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "SLEEP_FAIL": 1, "RETURNED_NULL": 1,
+                               "LOST_CLUSTERS": 1}
+        dangling(s, 1)
+        res = assert_clean(s, findings=True)
+        assert [(f.where, f.branch) for f in res.findings] == [("cluster 1", "T6b")]
+    else:
+        assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "SLEEP_FAIL": 1, "RETURNED_NULL": 1}
+        clu = s.shm.clu
+        assert int(clu["flags"][1]) == CLUSTER_FLAG_FREE and int(clu["table"][1]) == -1
+        assert walk(s, LIST_FREE) == list(range(2, 16)) + [1]   # back on free_clusters, at the tail
+        assert int(clu["lost"][1]) == 0
+        assert_clean(s)
+    assert stat(s, Stat.ALLOC) == 1 and stat(s, Stat.ALLOC_FAILED) == 0
+
+
+def test_merged_sleep_failure_on_hdd_puts_the_cluster_back(make_system):
+    s = make_system(alloc_table="merged", device="hdd")
+    s.slab.force_atomic_fail = 1
+    s.slab.force_sleep_fail = 1
+    assert alloc_folio(s, 1, SWAPPED) == -errno.ENOMEM
+    assert walk(s, LIST_FREE)[-1] == 1
+    assert_nothing_held(s)
+    assert_clean(s)
+    assert alloc_folio(s, 1, SWAPPED) == 16
+    assert_clean(s)
+
+
+# -- migration during the sleep -------------------------------------------------------------------------
+
+def _cpu1_caches_cluster0(s):
+    """CPU 1 allocates one slot: its per-CPU cluster for order 0 is cluster 0, offset 2."""
+    me, cpu1 = s.tasks
+    s.si.switch_to(cpu1)
+    assert alloc_folio(s, 0, SWAPPED) == 1
+    s.si.switch_to(me)
+    assert s.si.pcp_offset(1, 0) == 2 and s.si.pcp_offset(0, 0) == 0
+
+
+def test_seed_migration_to_a_cpu_with_a_usable_percpu_cluster(system):
+    """(a) seed T5: the woken-on CPU's per-CPU cluster is used; the isolated cluster is lost."""
+    s = system
+    me = s.tasks[0]
+    _cpu1_caches_cluster0(s)
+    seen = spy_sleep(s)
+    s.slab.force_atomic_fail = 1
+    me.migrate_hook = lambda cpu: 1
+    e = alloc_folio(s, 0, SWAPPED)
+    assert e == 2                                             # in cluster 0, CPU 1's per-CPU cluster
+    assert [x["ci"] for x in seen] == [1]
+    assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "USED_PERCPU": 1,
+                           "LOST_CLUSTERS": 1, "TABLE_UNUSED_FREED": 1}
+    assert me.cpu == 1
+    assert s.si.pcp_offset(1, 0) == 3 and s.si.pcp_offset(0, 0) == 0   # CPU 1's cache was written
+    dangling(s, 1)
+    assert decode_lost(int(s.shm.clu["lost"][1])) == (LOST_T5, 0, 1, 0)
+    # the new table was freed unused: only cluster 0's table is live
+    assert int(s.shm.slab_hdr["live"]) == 1
+    assert int(s.shm.slab_hdr["sleep_allocs"]) == 1
+    assert int(np.count_nonzero(s.shm.objs["state"] == OBJ_INUSE)) == 1
+    assert_nothing_held(s)
+    res = run_check(s)
+    assert res.violations == []
+    assert [(f.where, f.branch) for f in res.findings] == [("cluster 1", "T5")]
+    assert "CPU 1's per-CPU cluster 0" in res.findings[0].reason
+    # the next operation starts on the home CPU again; the lost cluster is skipped for good
+    me.migrate_hook = None
+    assert alloc_folio(s, 1, SWAPPED) == 16
+    assert me.cpu == 0
+    assert [f.where for f in run_check(s).findings] == ["cluster 1"]
+
+
+def test_seed_t5_even_when_the_sleep_failed(system):
+    s = system
+    _cpu1_caches_cluster0(s)
+    s.slab.force_atomic_fail = 1
+    s.slab.force_sleep_fail = 1
+    s.tasks[0].migrate_hook = lambda cpu: 1
+    assert alloc_folio(s, 0, SWAPPED) == 2
+    assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "SLEEP_FAIL": 1, "MIGRATED": 1,
+                           "USED_PERCPU": 1, "LOST_CLUSTERS": 1}
+    res = assert_clean(s, findings=True)
+    assert [(f.where, f.branch) for f in res.findings] == [("cluster 1", "T5")]
+
+
+@pytest.mark.parametrize("variant", ["seed", "merged"])
+def test_recheck_after_a_sleep_without_migration(make_system, variant):
+    """Not migrated: a free made this CPU's FULL per-CPU cluster usable while the task slept.
+
+    The seed re-checks after every SSD sleep and takes it (T5, the isolated cluster is lost);
+    merged installs the table in the isolated cluster.
+    """
+    s = make_system(alloc_table=variant)
+    me, cpu1 = s.tasks
+    si = s.si
+    assert [alloc_folio(s, 0, SWAPPED) for _ in range(6)] == [1, 2, 3, 4, 5, 6]
+    release(s, 3)
+    si.switch_to(cpu1)
+    assert alloc_folio(s, 0, SWAPPED) == 3
+    assert alloc_folio(s, 0, SWAPPED) == 7                 # cluster 0 FULL
+    si.switch_to(me)
+    assert si.pcp_offset(0, 0) == 7 and int(s.shm.clu["flags"][0]) == CLUSTER_FLAG_FULL
+
+    def another_cpu_frees(ci):
+        si.switch_to(cpu1)
+        release(s, 5)                                      # FULL -> NONFULL: usable again
+        si.switch_to(me)
+
+    spy_sleep(s, another_cpu_frees)
+    s.slab.force_atomic_fail = 1
+    e = alloc_folio(s, 0, SWAPPED)
+    assert stat(s, Stat.MIGRATED) == 0 and me.cpu == 0
+    if variant == "seed":
+        assert e == 5
+        assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "USED_PERCPU": 1, "LOST_CLUSTERS": 1,
+                               "TABLE_UNUSED_FREED": 1}
+        dangling(s, 1)
+        res = assert_clean(s, findings=True)
+        assert [(f.where, f.branch) for f in res.findings] == [("cluster 1", "T5")]
+        assert "CPU 0's per-CPU cluster 0" in res.findings[0].reason
+    else:
+        assert e == 8
+        assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "INSTALLED": 1}
+        assert_clean(s)
+
+
+@pytest.mark.parametrize("variant", ["seed", "merged"])
+def test_migration_to_a_cpu_without_a_cached_cluster_installs(make_system, variant):
+    """(b) offset 0 on the woken-on CPU: the isolated cluster gets the table."""
+    s = make_system(alloc_table=variant)
+    me = s.tasks[0]
+    s.si.switch_to(s.tasks[1])
+    assert alloc_folio(s, 1, SWAPPED) == 8           # CPU 1 caches order 1 only
+    s.si.switch_to(me)
+    assert s.si.pcp_offset(1, 2) == 0
+    s.slab.force_atomic_fail = 1
+    me.migrate_hook = lambda cpu: 1
+    e = alloc_folio(s, 2, SWAPPED)
+    assert e == 16
+    assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "INSTALLED": 1}
+    assert s.si.pcp_offset(1, 2) == 20 and s.si.pcp_offset(0, 2) == 0   # written as CPU 1
+    assert_nothing_held(s)
+    assert_clean(s)
+
+
+@pytest.mark.parametrize("variant", ["seed", "merged"])
+def test_migration_to_a_cpu_whose_percpu_cluster_is_full_installs(make_system, variant):
+    """(b) the woken-on CPU's cached offset points into a FULL cluster: not usable."""
+    s = make_system(alloc_table=variant)
+    me, cpu1 = s.tasks
+    si = s.si
+    si.switch_to(cpu1)
+    got = [alloc_folio(s, 0, SWAPPED) for _ in range(6)]
+    assert got == [1, 2, 3, 4, 5, 6] and si.pcp_offset(1, 0) == 7
+    release(s, 3)                                     # cluster 0 -> nonfull_clusters[0]
+    si.switch_to(me)
+    assert alloc_folio(s, 0, SWAPPED) == 3            # slow path, isolates cluster 0
+    assert alloc_folio(s, 0, SWAPPED) == 7            # fast path fills it: FULL, CPU 0 offset 0
+    assert int(s.shm.clu["flags"][0]) == CLUSTER_FLAG_FULL and walk(s, LIST_FULL) == [0]
+    assert si.pcp_offset(1, 0) == 7 and si.pcp_offset(0, 0) == 0
+    s.slab.force_atomic_fail = 1
+    me.migrate_hook = lambda cpu: 1
+    assert alloc_folio(s, 0, SWAPPED) == 8
+    assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "INSTALLED": 1}
+    assert si.pcp_offset(1, 0) == 9
+    assert_nothing_held(s)
+    assert_clean(s)
+
+
+@pytest.mark.parametrize("variant", ["seed", "merged"])
+def test_migration_to_a_cpu_whose_percpu_cluster_was_freed_installs(make_system, variant):
+    """(b) the woken-on CPU's stale offset points into a FREE cluster (table NULL)."""
+    s = make_system(alloc_table=variant)
+    me, cpu1 = s.tasks
+    s.si.switch_to(cpu1)
+    assert alloc_folio(s, 1, SWAPPED) == 8
+    release(s, 8)                                     # cluster 1 FREE, table freed, CPU 1 offset stale
+    assert s.si.pcp_offset(1, 1) == 10 and int(s.shm.clu["table"][1]) == -1
+    s.si.switch_to(me)
+    s.slab.force_atomic_fail = 1
+    me.migrate_hook = lambda cpu: 1
+    assert alloc_folio(s, 1, SWAPPED) == 16           # cluster 2 (cluster 1 went to the tail)
+    assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "INSTALLED": 1}
+    assert_clean(s)
+
+
+def test_merged_migration_to_a_cpu_with_a_usable_percpu_cluster_installs(make_system):
+    """(a) with merged: no per-CPU re-check, the isolated cluster is used, nothing is lost."""
+    s = make_system(alloc_table="merged")
+    me = s.tasks[0]
+    _cpu1_caches_cluster0(s)
+    s.slab.force_atomic_fail = 1
+    me.migrate_hook = lambda cpu: 1
+    assert alloc_folio(s, 0, SWAPPED) == 8
+    assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "INSTALLED": 1}
+    assert s.si.pcp_offset(1, 0) == 9                 # CPU 1's cache now points into cluster 1
+    assert int(s.shm.clu["lost"].sum()) == 0
+    assert_nothing_held(s)
+    assert_clean(s)
+
+
+def test_merged_migration_with_sleep_failure(make_system):
+    s = make_system(alloc_table="merged")
+    _cpu1_caches_cluster0(s)
+    s.slab.force_atomic_fail = 1
+    s.slab.force_sleep_fail = 1
+    s.tasks[0].migrate_hook = lambda cpu: 1
+    assert alloc_folio(s, 0, SWAPPED) == 2            # free list gave NULL; frag_clusters[0] served
+    assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "SLEEP_FAIL": 1, "MIGRATED": 1,
+                           "RETURNED_NULL": 1}
+    assert walk(s, LIST_FREE)[-1] == 1
+    assert_clean(s)
+
+
+def test_hdd_never_rechecks_percpu(make_system):
+    """The seed's re-check is SSD-only: on HDD a cached offset is ignored."""
+    s = make_system(device="hdd")
+    s.si.switch_to(s.tasks[1])
+    assert alloc_folio(s, 0, SWAPPED) == 1
+    s.si.switch_to(s.tasks[0])
+    assert not s.shm.pcp["si"].any() and not s.shm.pcp["offset"].any()
+    s.shm.pcp["offset"][1][1] = 2                       # would be usable for an SSD re-check
+    s.slab.force_atomic_fail = 1
+    s.tasks[0].migrate_hook = lambda cpu: 1
+    assert alloc_folio(s, 1, SWAPPED) == 8
+    assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "INSTALLED": 1}
+    assert s.si.devr.owner(8) == -1
+    s.shm.pcp["offset"][1][1] = 0
+    assert_clean(s)
+
+
+# -- the dangling cluster touched meanwhile (WARN_ON_ONCE) ----------------------------------------------
+
+@pytest.mark.parametrize("variant", ["seed", "merged"])
+def test_dangling_cluster_got_a_table_meanwhile(make_system, variant):
+    s = make_system(alloc_table=variant)
+    si = s.si
+    other = []
+
+    def install_behind_its_back(ci):
+        h = s.slab.alloc_atomic(si, ci)
+        other.append(h)
+        si.cr.store((ci * CW + C_TABLE) * 8, h)
+
+    spy_sleep(s, install_behind_its_back)
+    s.slab.force_atomic_fail = 1
+    assert alloc_folio(s, 1, SWAPPED) == 8
+    assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "ALREADY_HAD_TABLE": 1,
+                           "TABLE_UNUSED_FREED": 1}
+    assert int(s.shm.clu["table"][1]) == other[0]
+    assert int(s.shm.slab_hdr["live"]) == 2
+    assert int(np.count_nonzero(s.shm.objs["state"] == OBJ_FREE)) == int(s.shm.slab_hdr["nfree"])
+    assert_clean(s)
+
+
+# -- entry conditions ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", [SeedAllocTable(), MergedAllocTable()])
+def test_entry_asserts(system, impl):
+    si = system.si
+    with pytest.raises(KernelBug, match="lockdep: ci->lock of cluster 3"):
+        impl.swap_cluster_alloc_table(si, 3, 0)
+    ci_lock(si, 3)
+    with pytest.raises(KernelBug, match="local lock of CPU 0 not held"):
+        impl.swap_cluster_alloc_table(si, 3, 0)
+    ci_unlock(si, 3)
+
+
+def test_lost_word_round_trip():
+    for branch, wid, cpu, other in ((LOST_T5, 0, 1, 0), (LOST_T6B, 7, 255, -1), (LOST_T5, 4095, 4095, 524287)):
+        assert decode_lost(lost_word(branch, wid, cpu, other)) == (branch, wid, cpu, other)
+    assert decode_lost(0)[0] == 0
+
+
+def test_seed_and_merged_are_chosen_by_config(make_system):
+    assert make_system().variant.alloc_table.name == "seed"
+    assert make_system(alloc_table="merged").variant.alloc_table.name == "merged"
+    assert list_nonfull(0) != list_frag(0)
