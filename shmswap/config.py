@@ -110,8 +110,11 @@ class Config:
     reader_delay_us: int = 0
     start_method: str = "fork"
 
+    _size_text: str = field(default="", init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         s = object.__setattr__
+        s(self, "_size_text", str(self.size))
         s(self, "size", parse_size(self.size))
         s(self, "orders", parse_orders(self.orders))
         s(self, "bad_pages", tuple(int(b) for b in self.bad_pages))
@@ -169,13 +172,13 @@ class Config:
         if not isinstance(self.max_order, int) or not 0 <= self.max_order <= pmd:
             raise ConfigError(f"--max-order: {self.max_order!r} is not in 0..{pmd} "
                               f"(log2 of --slots-per-cluster {spc})")
+        size = f"{self._size_text!r} ({self.size} bytes)"
         if self.size % PAGE_SIZE:
-            raise ConfigError(f"--size: {self.size} bytes is not a multiple of the page size {PAGE_SIZE}")
+            raise ConfigError(f"--size: {size} is not a multiple of the page size {PAGE_SIZE}")
         if self.size // PAGE_SIZE < spc:
-            raise ConfigError(f"--size: {self.size} bytes is less than one cluster "
-                              f"({spc} slots of {PAGE_SIZE} B)")
+            raise ConfigError(f"--size: {size} is less than one cluster ({spc} slots of {PAGE_SIZE} B)")
         if self.size // PAGE_SIZE > 1 << 40:
-            raise ConfigError(f"--size: {self.size} bytes is beyond the model's 2^40 slots")
+            raise ConfigError(f"--size: {size} is beyond the model's 2^40 slots")
         for b in self.bad_pages:
             if not 0 < b < self.max_slots:
                 raise ConfigError(f"bad page {b} is outside the device (1..{self.max_slots - 1})")
@@ -221,7 +224,7 @@ class Config:
         return replace(self, **changes)
 
     def as_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         out["orders"] = {str(k): v for k, v in self.orders.items()}
         out["bad_pages"] = list(self.bad_pages)
         return out

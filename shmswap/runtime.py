@@ -52,6 +52,7 @@ def run_multiprocess(cfg: Config, progress=None) -> Result:
                           args=(cfg, n_workers, ctl_child, [a for a, _ in pipes], os.getpid()))
     workers: list = []
     names: dict[str, str] = {}
+    finished = False
     try:
         manager.start()
         names = _await_names(ctl, manager)
@@ -61,9 +62,11 @@ def run_multiprocess(cfg: Config, progress=None) -> Result:
             p.start()
             workers.append(p)
         ctl.send(("pids", [p.pid for p in workers]))
-        return _await_result(ctl, manager, progress)
+        result = _await_result(ctl, manager, progress)
+        finished = True
+        return result
     finally:
-        _reap(manager, workers, names)
+        _reap(manager, workers, names, patient=finished)
 
 
 def _await_names(ctl, manager) -> dict[str, str]:
@@ -106,13 +109,16 @@ def _await_result(ctl, manager, progress) -> Result:
             raise RunAborted("the manager's control pipe closed") from None
 
 
-def _reap(manager, workers: list, names: dict[str, str]) -> None:
-    """Join everything; kill what does not end; unlink whatever is left of the segments."""
-    deadline = time.monotonic() + 10.0
+def _reap(manager, workers: list, names: dict[str, str], patient: bool) -> None:
+    """Join everything; kill what does not end; unlink whatever is left of the segments.
+
+    After a result everyone is on the way out; after a failure nobody is waited for.
+    """
+    deadline = time.monotonic() + (10.0 if patient else 0.0)
     for p in [*workers, manager]:
         if p.pid is None:
             continue
-        p.join(max(0.1, deadline - time.monotonic()))
+        p.join(max(0.05, deadline - time.monotonic()))
         if p.is_alive():
             os.kill(p.pid, signal.SIGKILL)
             p.join(5.0)

@@ -152,7 +152,7 @@ class Manager:
     def _driver_gone(self) -> bool:
         if os.getppid() != self.driver_pid:
             self.events.append(f"the driver (pid {self.driver_pid}) is gone")
-            self.ctl.abort()
+            self._stop_all()
             return True
         return False
 

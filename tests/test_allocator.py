@@ -1,0 +1,398 @@
+"""Tests of shmswap.allocator: the fast path, the ordered list search, trylock skipping,
+full-cluster and scan reclaim, discard, HDD, per-CPU off, swapoff's WRITEOK, hibernation."""
+
+import errno
+
+import multiprocess as mp
+import pytest
+from conftest import (
+    CACHE_ONLY, CACHED, RAW, SWAPPED, alloc_folio, assert_clean, release, release_all, run_check, stat,
+)
+
+from shmswap.allocator import (
+    get_swap_page_of_type, swap_discard_work, swap_reclaim_full_clusters, swap_reclaim_work,
+)
+from shmswap.cluster import (
+    CLUSTER_FLAG_DISCARD, CLUSTER_FLAG_FRAG, CLUSTER_FLAG_FREE, CLUSTER_FLAG_FULL, CLUSTER_FLAG_NONFULL, CW,
+    ci_lock, ci_unlock,
+)
+from shmswap.device import del_from_avail_list, vm_swap_full
+from shmswap.housekeeping import run_pending_work
+from shmswap.layout import LIST_DISCARD, LIST_FREE, LIST_FULL, list_frag, list_nonfull
+from shmswap.stats import Stat
+from shmswap.swap_free import SWAP_HAS_CACHE
+
+CTX = mp.get_context("fork")
+
+
+def walk(system, lst):
+    out = []
+    c = int(system.shm.dev["heads"][lst][0])
+    while c != -1:
+        out.append(c)
+        c = int(system.shm.clu["next"][c])
+    return out
+
+
+def flags(system, ci):
+    return int(system.shm.clu["flags"][ci])
+
+
+# -- fast path and list order -----------------------------------------------------------------------------
+
+def test_first_allocation_takes_the_header_cluster_then_the_fast_path(system):
+    s = system
+    assert alloc_folio(s, 0, SWAPPED) == 1
+    assert stat(s, Stat.SLOW_PATH) == 1 and stat(s, Stat.FAST_HIT) == 0
+    assert walk(s, list_frag(0)) == [0]                  # after allocation: FRAG, not NONFULL
+    assert s.si.pcp_si(0, 0) == 1 and s.si.pcp_offset(0, 0) == 2
+    assert [alloc_folio(s, 0, SWAPPED) for _ in range(6)] == [2, 3, 4, 5, 6, 7]
+    assert stat(s, Stat.FAST_HIT) == 6 and stat(s, Stat.SLOW_PATH) == 1
+    assert flags(s, 0) == CLUSTER_FLAG_FULL and s.si.pcp_offset(0, 0) == 0
+    assert alloc_folio(s, 0, SWAPPED) == 8               # slow path again: free_clusters
+    assert stat(s, Stat.SLOW_PATH) == 2
+    assert stat(s, Stat.ALLOC) == 8
+    assert_clean(s)
+
+
+def test_orders_are_aligned_and_own_their_cluster(system):
+    s = system
+    got = [alloc_folio(s, 2, SWAPPED), alloc_folio(s, 1, SWAPPED), alloc_folio(s, 2, SWAPPED),
+           alloc_folio(s, 1, SWAPPED), alloc_folio(s, 3, SWAPPED)]
+    assert got == [8, 16, 12, 18, 24]
+    clu = s.shm.clu
+    assert [int(clu["order"][c]) for c in (1, 2, 3)] == [2, 1, 3]
+    assert flags(s, 1) == CLUSTER_FLAG_FULL and flags(s, 3) == CLUSTER_FLAG_FULL
+    assert walk(s, list_frag(1)) == [2]
+    assert_clean(s)
+
+
+def test_order_larger_than_a_cluster_is_refused(system):
+    s = system
+    f = s.folios.folio_alloc(0, 4)
+    s.folios.folio_lock(f)
+    from shmswap.allocator import folio_alloc_swap
+    assert folio_alloc_swap(s.si, f) == -errno.EINVAL
+    assert "exceeds the cluster size" in s.si.warnings[0]
+    s.folios.folio_unlock(f)
+    s.folios.folio_put(f)
+
+
+def test_whole_cluster_orders_use_free_clusters_only(make_system):
+    s = make_system(clusters=3)
+    assert alloc_folio(s, 3, SWAPPED) == 8
+    assert alloc_folio(s, 3, SWAPPED) == 16
+    assert alloc_folio(s, 3, SWAPPED) == -errno.ENOMEM    # cluster 0 has room, but not a whole one
+    assert stat(s, Stat.ALLOC_FAILED) == 1
+    assert_clean(s)
+
+
+def test_order0_steals_from_higher_orders(make_system):
+    s = make_system(clusters=3)
+    assert [alloc_folio(s, 0, SWAPPED) for _ in range(7)] == list(range(1, 8))
+    assert alloc_folio(s, 1, SWAPPED) == 8
+    assert alloc_folio(s, 1, SWAPPED) == 10
+    assert alloc_folio(s, 3, SWAPPED) == 16
+    assert walk(s, LIST_FREE) == [] and walk(s, list_frag(1)) == [1]
+    assert alloc_folio(s, 1, SWAPPED) == 12
+    s.si.pcp_set(0, 0, 0)
+    e = alloc_folio(s, 0, SWAPPED)
+    assert e == 14                                        # order 0 in an order-1 cluster
+    assert int(s.shm.clu["order"][1]) == 1
+    assert_clean(s)
+
+
+def test_higher_orders_do_not_steal(make_system):
+    s = make_system(clusters=2)
+    assert alloc_folio(s, 0, SWAPPED) == 1
+    assert alloc_folio(s, 2, SWAPPED) == 8
+    assert alloc_folio(s, 1, SWAPPED) == -errno.ENOMEM    # room in clusters 0 and 1, other orders
+    assert_clean(s)
+
+
+# -- trylock skipping --------------------------------------------------------------------------------------
+
+def test_allocator_skips_a_busy_free_cluster(system):
+    s, si = system, system.si
+    me, other = s.tasks
+    si.switch_to(other)
+    ci_lock(si, 1)
+    si.switch_to(me)
+    assert alloc_folio(s, 1, SWAPPED) == 16               # cluster 1 busy: cluster 2 used
+    assert stat(s, Stat.TRYLOCK_SKIPS) == 1
+    assert walk(s, LIST_FREE)[0] == 1
+    si.switch_to(other)
+    ci_unlock(si, 1)
+    si.switch_to(me)
+    assert_clean(s)
+
+
+def test_allocator_skips_a_busy_nonfull_cluster(system):
+    s, si = system, system.si
+    me, other = s.tasks
+    si.switch_to(other)
+    ci_lock(si, 0)                                        # the only nonfull_clusters[0] node
+    si.switch_to(me)
+    assert alloc_folio(s, 0, SWAPPED) == 8                # the step returned NULL: free_clusters next
+    assert stat(s, Stat.TRYLOCK_SKIPS) == 1
+    si.switch_to(other)
+    ci_unlock(si, 0)
+    si.switch_to(me)
+    assert walk(s, list_nonfull(0)) == [0]
+    assert_clean(s)
+
+
+def _hold(system, ci, held, done):
+    system.si.switch_to(system.tasks[1])
+    ci_lock(system.si, ci)
+    held.set()
+    done.wait(20)
+    ci_unlock(system.si, ci)
+
+
+def test_allocator_skips_a_cluster_locked_by_another_process(system):
+    s = system
+    held, done = CTX.Event(), CTX.Event()
+    p = CTX.Process(target=_hold, args=(s, 1, held, done))
+    p.start()
+    try:
+        assert held.wait(20)
+        assert alloc_folio(s, 2, SWAPPED) == 16
+        assert alloc_folio(s, 2, SWAPPED) == 20           # fast path in cluster 2
+    finally:
+        done.set()
+        p.join(20)
+    assert p.exitcode == 0
+    assert stat(s, Stat.TRYLOCK_SKIPS) == 1
+    assert s.si.cr.load(1 * CW * 8) == 0
+    assert_clean(s)
+
+
+# -- reclaim ------------------------------------------------------------------------------------------------
+
+def _fill_alternating(s):
+    """Fill the device with order-0 slots: odd entries cache-only, even ones with a map count."""
+    pages = int(s.shm.dev["pages"])
+    got = []
+    for i in range(pages):
+        got.append(alloc_folio(s, 0, CACHE_ONLY if i % 2 == 0 else SWAPPED))
+    assert got == list(range(1, pages + 1))
+    assert vm_swap_full(s.si) and int(s.shm.dev["on_avail"]) == 0
+    return got
+
+
+def _check_model(s):
+    """Slots with a map count are intact; cache-only slots are intact or were reclaimed whole."""
+    m = s.shm.map_np
+    reclaimed = []
+    for e, h in s.held.items():
+        if h.state == SWAPPED:
+            assert m[e] == 1, e
+        elif h.state == CACHE_ONLY:
+            if s.folios.folio_matches_swap_entry(h.folio, e):
+                assert m[e] == SWAP_HAS_CACHE, e
+            else:
+                reclaimed.append(e)
+    return reclaimed
+
+
+def test_full_cluster_reclaim_frees_cache_only_slots(make_system):
+    s = make_system(clusters=4)
+    _fill_alternating(s)
+    assert walk(s, LIST_FULL) == [0, 1, 2, 3]
+    assert int(s.shm.dev["reclaim_work"]) == 1
+    swap_reclaim_full_clusters(s.si, False)               # one FULL cluster (the head)
+    first = _check_model(s)
+    assert first == [1, 3, 5, 7]
+    assert stat(s, Stat.RECLAIMED_SLOTS) == 4 and stat(s, Stat.RECLAIM_FULL) == 1
+    assert flags(s, 0) == CLUSTER_FLAG_NONFULL            # a free moved it while reclaiming
+    assert_clean(s)
+    swap_reclaim_work(s.si)                               # the worker: inuse / spc clusters
+    assert int(s.shm.dev["reclaim_work"]) == 0
+    reclaimed = _check_model(s)
+    assert set(first) < set(reclaimed)
+    assert stat(s, Stat.RECLAIMED_SLOTS) == len(reclaimed) > 4
+    assert_clean(s)
+    release_all(s)
+    assert_clean(s)
+
+
+def test_scan_reclaim_when_swap_is_full(make_system):
+    s = make_system(clusters=4)
+    _fill_alternating(s)
+    assert s.held[17].state == CACHE_ONLY and s.held[18].state == SWAPPED
+    release(s, 18)                                        # cluster 2: one free slot, NONFULL
+    assert walk(s, list_nonfull(0)) == [2]
+    cached = s.held.pop(17)
+    e = alloc_folio(s, 0, SWAPPED)
+    assert e == 17                                        # reclaimed the cache-only slot on the way
+    assert stat(s, Stat.RECLAIMED_SLOTS) == 1
+    assert not s.folios.folio_matches_swap_entry(cached.folio, 17)
+    s.folios.folio_put(cached.folio)
+    assert s.shm.map_np[16] == 1 and s.shm.map_np[18] == 0   # slots with a map count untouched
+    assert _check_model(s) == []
+    assert_clean(s)
+
+
+def test_no_scan_reclaim_below_half_full(system):
+    s = system
+    assert alloc_folio(s, 0, CACHE_ONLY) == 1
+    assert alloc_folio(s, 0, SWAPPED) == 2
+    release(s, 2)
+    s.si.switch_to(s.tasks[1])
+    assert alloc_folio(s, 0, SWAPPED) == 2                # the cache-only slot 1 is skipped
+    assert stat(s, Stat.RECLAIMED_SLOTS, "all") == 0
+    assert s.shm.map_np[1] == SWAP_HAS_CACHE
+    assert_clean(s)
+
+
+def test_reclaim_never_takes_mapped_or_locked_slots(make_system):
+    s = make_system(clusters=4)
+    pages = int(s.shm.dev["pages"])
+    for i in range(pages):
+        assert alloc_folio(s, 0, (CACHED, SWAPPED, RAW)[i % 3]) == i + 1
+    swap_reclaim_full_clusters(s.si, True)
+    swap_reclaim_work(s.si)
+    assert stat(s, Stat.RECLAIMED_SLOTS) == 0
+    for e, h in s.held.items():
+        assert s.shm.map_np[e] == {CACHED: SWAP_HAS_CACHE | 1, SWAPPED: 1, RAW: SWAP_HAS_CACHE}[h.state]
+    assert_clean(s)
+
+
+# -- discard ------------------------------------------------------------------------------------------------
+
+def test_discard_prefers_free_clusters(make_system):
+    plain = make_system()
+    assert alloc_folio(plain, 0, SWAPPED) == 1            # nonfull_clusters[0] first
+    s = make_system(discard="on")
+    assert alloc_folio(s, 0, SWAPPED) == 8                # free_clusters first with discard
+    assert walk(s, list_nonfull(0)) == [0]
+
+
+def test_discard_then_work(make_system):
+    s = make_system(discard="on")
+    e = alloc_folio(s, 2, SWAPPED)
+    table = int(s.shm.clu["table"][1])
+    release(s, e)
+    assert flags(s, 1) == CLUSTER_FLAG_DISCARD and int(s.shm.clu["table"][1]) == table
+    assert walk(s, LIST_DISCARD) == [1]
+    assert alloc_folio(s, 2, SWAPPED) == 16               # a DISCARD cluster is never usable
+    assert_clean(s)
+    assert swap_discard_work(s.si)
+    assert flags(s, 1) == CLUSTER_FLAG_FREE and int(s.shm.clu["table"][1]) == -1
+    assert walk(s, LIST_FREE)[-1] == 1 and int(s.shm.dev["discard_work"]) == 0
+    assert_clean(s)
+
+
+def test_order0_failure_runs_discard_and_retries(make_system):
+    s = make_system(clusters=3, discard="on")
+    assert alloc_folio(s, 3, SWAPPED) == 8
+    assert alloc_folio(s, 3, SWAPPED) == 16
+    assert [alloc_folio(s, 0, SWAPPED) for _ in range(7)] == list(range(1, 8))
+    release(s, 8)
+    release(s, 16)
+    assert walk(s, LIST_DISCARD) == [1, 2]
+    assert alloc_folio(s, 1, SWAPPED) == -errno.ENOMEM   # order > 0: no retry
+    assert walk(s, LIST_DISCARD) == [1, 2] and stat(s, Stat.DISCARDS) == 0
+    assert alloc_folio(s, 0, SWAPPED) == 8                # order 0: swap_sync_discard, then retry
+    assert stat(s, Stat.DISCARDS) == 2 and walk(s, LIST_DISCARD) == []
+    assert_clean(s)
+
+
+# -- device kinds and variants -------------------------------------------------------------------------------
+
+def test_hdd_uses_the_global_cluster(make_system):
+    s = make_system(device="hdd")
+    assert [alloc_folio(s, 0, SWAPPED) for _ in range(3)] == [1, 2, 3]
+    assert alloc_folio(s, 1, SWAPPED) == 8
+    dev = s.shm.dev
+    assert list(dev["global_next"][:2]) == [4, 10]
+    assert not s.shm.pcp["si"].any() and not s.shm.pcp["offset"].any()
+    assert stat(s, Stat.FAST_HIT) == 0 and stat(s, Stat.SLOW_PATH) == 4
+    assert int(dev["global_lock"]) == 0
+    s.si.switch_to(s.tasks[1])
+    assert alloc_folio(s, 0, SWAPPED) == 4                # one cursor for every CPU
+    assert_clean(s)
+
+
+def test_percpu_off_never_writes_the_cache(make_system):
+    s = make_system(percpu="off")
+    # every allocation takes the list path: a FRAG cluster comes after free_clusters
+    assert [alloc_folio(s, 0, SWAPPED) for _ in range(3)] == [1, 8, 16]
+    assert not s.shm.pcp["si"].any() and not s.shm.pcp["offset"].any()
+    assert stat(s, Stat.FAST_HIT) == 0 and stat(s, Stat.SLOW_PATH) == 3
+    assert_clean(s)
+
+
+def test_fast_path_rejects_a_stale_offset(system):
+    s = system
+    assert alloc_folio(s, 1, SWAPPED) == 8
+    release(s, 8)                                         # cluster 1 FREE; offset[1] = 10 stale
+    assert s.si.pcp_offset(0, 1) == 10
+    assert alloc_folio(s, 1, SWAPPED) == 16               # fast path rejected, slow path
+    assert stat(s, Stat.FAST_HIT) == 0 and stat(s, Stat.SLOW_PATH) == 2
+    assert flags(s, 1) == CLUSTER_FLAG_FREE               # no relocation of the stale cluster
+    assert_clean(s)
+
+
+def test_order0_fast_path_may_use_a_higher_order_cluster(system):
+    s = system
+    assert alloc_folio(s, 1, SWAPPED) == 8
+    s.si.pcp_set(0, 0, 10)                                # a cache pointing into cluster 1
+    assert alloc_folio(s, 0, SWAPPED) == 10
+    assert stat(s, Stat.FAST_HIT) == 1 and int(s.shm.clu["order"][1]) == 1
+    s.si.pcp_set(0, 2, 12)                                # an order-2 cache into an order-1 cluster
+    assert alloc_folio(s, 2, SWAPPED) == 16               # rejected by cluster_is_usable
+    assert stat(s, Stat.FAST_HIT) == 1
+    assert_clean(s)
+
+
+def test_allocation_fails_once_writeok_is_clear(system):
+    s, si = system, system.si
+    assert alloc_folio(s, 0, SWAPPED) == 1
+    del_from_avail_list(si, True)                         # swapoff's first step
+    assert alloc_folio(s, 0, SWAPPED) == -errno.ENOMEM    # fast path: cluster_alloc_range refuses
+    assert stat(s, Stat.ALLOC_FAILED) == 1
+    assert si.pcp_offset(0, 0) == 0                       # a failed scan clears the cached offset
+    assert list(s.shm.map_np[:4]) == [0x3F, 1, 0, 0]
+    assert flags(s, 0) == CLUSTER_FLAG_FRAG
+    assert alloc_folio(s, 0, SWAPPED) == -errno.ENOMEM    # slow path: off the avail list
+
+
+def test_hibernation_slot(system):
+    """``get_swap_page_of_type``: count 1, this CPU's cache rewritten, and the kernel's extra
+    ``nr_swap_pages`` decrement (reference §4.9), which the checker's I-nr-swap reports."""
+    s, si = system, system.si
+    off = get_swap_page_of_type(si)
+    assert off == 1 and s.shm.map_np[1] == 1
+    assert si.pcp_si(0, 0) == 1 and si.pcp_offset(0, 0) == 2
+    assert int(s.shm.dev["nr_swap_pages"]) == 127 - 2
+    res = run_check(s)
+    assert [v.invariant for v in res.violations] == ["I-nr-swap"]
+    assert stat(s, Stat.ALLOC) == 0
+    assert not s.shm.pcp["lock"].any()
+
+
+@pytest.mark.parametrize("kw", [{}, {"device": "hdd"}, {"alloc_table": "merged"}, {"discard": "on"},
+                                {"tables": "static"}, {"reclaim": "page"}, {"percpu": "off"}])
+def test_fill_and_empty_the_device(make_system, kw):
+    """Every slot handed out once, the device full, then emptied: back to the swapon state."""
+    s = make_system(clusters=6, tail=3, bad_pages=(13,), **kw)
+    pages = int(s.shm.dev["pages"])
+    got, order = [], 3
+    while len(got) < pages:
+        e = alloc_folio(s, order, SWAPPED)
+        if e < 0:
+            order -= 1
+            assert order >= 0
+            continue
+        got.extend(range(e, e + (1 << order)))
+    assert len(set(got)) == pages and 13 not in got and 0 not in got and max(got) < 45
+    assert alloc_folio(s, 0, SWAPPED) == -errno.ENOMEM
+    assert_clean(s)
+    release_all(s)
+    run_pending_work(s)
+    assert int(s.shm.dev["inuse_pages"]) == 0
+    live = int(s.shm.slab_hdr["live"])
+    assert live == (6 if kw.get("tables") == "static" else 3)   # header, bad page, tail clusters
+    assert_clean(s)

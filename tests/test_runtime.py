@@ -1,0 +1,253 @@
+"""Short real multiprocess runs of ``shmswap run``: variants, oracles, faults, signals, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import shmswap
+from shmswap.shm import leftover_segments
+
+PKG_PARENT = str(Path(shmswap.__file__).resolve().parent.parent)
+SMALL = ["--size", "64M", "--seconds", "1.5", "--quiet"]
+# A tiny device with fast table churn and one slow reader held in its window (the recycle window).
+ORACLE = ["--size", "1M", "--slots-per-cluster", "8", "--orders", "0:1", "--fill", "0.05", "--seconds", "3",
+          "--reader-delay-us", "20000", "--quiet"]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": PKG_PARENT}
+
+
+def shmswap_run(args: list[str], tmp_path: Path, timeout: float = 120) -> tuple[int, str, dict | None]:
+    out = tmp_path / "result.json"
+    cmd = [sys.executable, "-m", "shmswap.cli", "run", *args, "--json", str(out)]
+    p = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=timeout)
+    data = json.loads(out.read_text()) if out.exists() and out.stat().st_size else None
+    return p.returncode, p.stdout + p.stderr, data
+
+
+def _ours() -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["name"]):
+        if (p.info["name"] or "").startswith("shmswap-"):
+            found.append(p)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    before = set(leftover_segments())
+    yield
+    deadline = time.monotonic() + 10
+    while (_ours() or set(leftover_segments()) - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _ours(), f"processes left: {_ours()}"
+    assert not set(leftover_segments()) - before, f"segments left: {set(leftover_segments()) - before}"
+
+
+def test_default_configuration_shortened(tmp_path):
+    status, out, data = shmswap_run(["--seconds", "2", "--quiet"], tmp_path)
+    assert status == 0, out
+    for key in ("config", "variant", "duration_s", "throughput_ops_per_s", "ops", "locks", "tables",
+                "migration", "rcu", "findings", "invariants"):
+        assert key in data
+    for key in ("alloc", "alloc_failed", "free", "lookup"):
+        assert key in data["ops"]
+    for key in ("si_lock", "ci_lock", "local_lock", "global_cluster_lock", "swap_avail_lock", "slab_lock"):
+        assert set(data["locks"][key]) == {"acquisitions", "contentions", "trylock_failures", "wait_ns_total",
+                                           "wait_ns_max"}
+    for key in ("live", "peak", "static_equivalent", "bytes_peak", "atomic_allocs", "sleep_allocs",
+                "alloc_failures", "frees", "deferred_frees"):
+        assert key in data["tables"]
+    for key in ("sleeps", "migrated", "used_percpu_cluster", "installed", "already_had_table", "returned_null",
+                "lost_clusters"):
+        assert key in data["migration"]
+    for key in ("grace_periods", "gp_latency_us_p50", "gp_latency_us_p99", "reader_sections", "pipe_histogram",
+                "freed_memory_reads", "wrong_owner_accepted"):
+        assert key in data["rcu"]
+    assert data["ops"]["alloc"] > 0 and data["ops"]["free"] > 0
+    assert data["rcu"]["grace_periods"] > 0
+    assert data["variant"]["alloc_table"] == "seed"
+    assert data["swapoff"]["tables_left"] == 0
+    assert "RESULT status=0" in out
+
+
+@pytest.mark.parametrize("variant", ["seed", "merged"])
+def test_forced_migration(variant, tmp_path):
+    status, out, data = shmswap_run([*SMALL, "--atomic-fail", "0.5", "--migrate", "1", "--alloc-table", variant],
+                                    tmp_path)
+    assert status == 0, out
+    m = data["migration"]
+    assert m["sleeps"] > 0 and m["migrated"] > 0
+    if variant == "seed":
+        assert m["lost_clusters"] == len(data["findings"]) > 0
+        assert {f["branch"] for f in data["findings"]} <= {"T5", "T6b"}
+    else:
+        assert data["findings"] == [] and m["lost_clusters"] == 0 and m["used_percpu_cluster"] == 0
+
+
+def test_strict_fails_on_findings(tmp_path):
+    status, out, data = shmswap_run([*SMALL, "--atomic-fail", "0.5", "--migrate", "1", "--strict"], tmp_path)
+    assert data["findings"] and status == 1, out
+
+
+def test_sleep_failures_return_null(tmp_path):
+    status, out, data = shmswap_run([*SMALL, "--atomic-fail", "0.5", "--sleep-fail", "1",
+                                     "--alloc-table", "merged"], tmp_path)
+    assert status == 0, out
+    assert data["migration"]["returned_null"] > 0 and data["findings"] == []
+
+
+@pytest.mark.parametrize("reclaim", ["slab", "page"])
+def test_reclamation_modes(reclaim, tmp_path):
+    status, out, data = shmswap_run(["--size", "4M", "--slots-per-cluster", "16", "--orders", "0:0.8,2:0.2",
+                                     "--fill", "0.1", "--seconds", "1.5", "--quiet", "--reclaim", reclaim], tmp_path)
+    assert status == 0, out
+    assert data["tables"]["frees"] > 0
+    if reclaim == "page":
+        assert data["tables"]["deferred_frees"] == data["tables"]["frees"]
+
+
+@pytest.mark.parametrize("args", [["--device", "hdd"], ["--tables", "static"], ["--percpu", "off"],
+                                  ["--discard", "on"], ["--cpus", "1"], ["--cpus", "6"]])
+def test_variants_run_clean(args, tmp_path):
+    status, out, data = shmswap_run([*SMALL, *args], tmp_path)
+    assert status == 0, out
+    assert not data["invariants"]["violations"]
+    if "--percpu" in args:
+        assert data["ops"]["fast_path_hits"] == 0
+    if "--tables" in args:
+        assert data["tables"]["frees"] == 0 and data["tables"]["live"] == data["tables"]["static_equivalent"]
+    if "hdd" in args:
+        assert data["locks"]["global_cluster_lock"]["acquisitions"] > 0
+
+
+def test_spawn_start_method(tmp_path):
+    status, out, data = shmswap_run([*SMALL, "--start-method", "spawn", "--seconds", "1"], tmp_path)
+    assert status == 0, out
+
+
+def test_ops_budget(tmp_path):
+    status, out, data = shmswap_run(["--size", "64M", "--ops", "4000", "--quiet"], tmp_path)
+    assert status == 0, out
+    assert data["ops"]["steps"] == 4000
+
+
+def test_pin_records_affinity(tmp_path):
+    status, out, data = shmswap_run([*SMALL, "--pin", "--seconds", "1"], tmp_path)
+    assert status == 0, out
+    ncores = len(psutil.Process().cpu_affinity())
+    assert [len(w["affinity"]) for w in data["workers"]] == [1] * 4
+    assert {w["affinity"][0] for w in data["workers"]} == set(psutil.Process().cpu_affinity()[:min(4, ncores)])
+
+
+def test_broken_reader_caught_in_slab_mode(tmp_path):
+    status, out, data = shmswap_run([*ORACLE, "--reader", "broken"], tmp_path)
+    assert status == 1, out
+    assert data["rcu"]["wrong_owner_accepted"] > 0
+
+
+def test_normal_reader_rejects_recycled_tables(tmp_path):
+    status, out, data = shmswap_run(ORACLE, tmp_path)
+    assert status == 0, out
+    assert data["oracles"]["foreign_folios_rejected"] > 0 and data["rcu"]["wrong_owner_accepted"] == 0
+
+
+def test_rcu_none_caught_in_page_mode(tmp_path):
+    status, out, data = shmswap_run([*ORACLE, "--reclaim", "page", "--rcu", "none"], tmp_path)
+    assert status == 1, out
+    assert data["rcu"]["freed_memory_reads"] > 0
+
+
+def test_rcu_normal_page_mode_clean(tmp_path):
+    status, out, data = shmswap_run([*ORACLE, "--reclaim", "page"], tmp_path)
+    assert status == 0, out
+    assert data["rcu"]["freed_memory_reads"] == 0 and data["oracles"]["pipe_too_old"] == 0
+
+
+def test_inject_lose_cluster_exits_1(tmp_path):
+    status, out, data = shmswap_run([*SMALL, "--inject-bug", "lose-cluster"], tmp_path)
+    assert status == 1, out
+    assert any("no recorded seed T5/T6b event" in v["reason"] for v in data["invariants"]["violations"])
+
+
+@pytest.mark.parametrize("bad", [["--size", "12Q"], ["--size", "1K"], ["--cpus", "0"], ["--cpus", "257"],
+                                 ["--orders", "0:0.5,1:0.4"], ["--orders", "12:1"], ["--slots-per-cluster", "100"],
+                                 ["--fill", "1.5"], ["--migrate", "-0.1"], ["--migrate-to", "9"],
+                                 ["--device", "tape"], ["--max-order", "12"], ["--atomic-fail", "x"]])
+def test_bad_arguments_exit_2_and_create_nothing(bad, tmp_path):
+    before = set(leftover_segments())
+    status, out, data = shmswap_run(bad, tmp_path, timeout=30)
+    assert status == 2
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("shmswap: error:"), out
+    assert bad[1] in lines[0] or bad[1].split(":")[0] in lines[0]
+    assert set(leftover_segments()) == before
+    assert data is None
+
+
+def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "shmswap.cli", "run", "--quiet", "--size", "64M", *args]
+    return subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _wait_for(name: str, timeout: float = 30) -> psutil.Process:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in _ours():
+            if p.name() == name:
+                return p
+        time.sleep(0.05)
+    raise AssertionError(f"no process {name}")
+
+
+def test_worker_killed_is_reported(tmp_path):
+    p = _start(["--seconds", "60"], tmp_path)
+    victim = _wait_for("shmswap-cpu1")
+    time.sleep(1.0)
+    victim.kill()
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 1, out
+    assert "worker 1" in out and "died" in out and "running as CPU" in out
+
+
+def test_sigint_to_driver_stops_in_order(tmp_path):
+    p = _start(["--seconds", "60"], tmp_path)
+    _wait_for("shmswap-cpu3")
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0, out
+    assert "stopped early" in out and "RESULT status=0" in out
+
+
+def test_driver_killed_manager_cleans_up(tmp_path):
+    p = _start(["--seconds", "60"], tmp_path)
+    _wait_for("shmswap-cpu3")
+    time.sleep(0.5)
+    p.kill()
+    p.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while _ours() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _ours()
+
+
+def test_manager_killed_driver_cleans_up(tmp_path):
+    p = _start(["--seconds", "60"], tmp_path)
+    _wait_for("shmswap-cpu3")
+    time.sleep(0.5)
+    _wait_for("shmswap-mgr").kill()
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 1, out
+    assert "manager died" in out
