@@ -18,8 +18,19 @@ Every branch is counted (``stats.Stat``).
 from __future__ import annotations
 
 from .cluster import (
-    C_COUNT, C_LOST, C_TABLE, CLUSTER_FLAG_FREE, CW, KernelBug, ci_lock, ci_unlock, cluster_is_usable,
-    lockdep_assert_held, move_cluster, swap_cluster_lock, swap_cluster_unlock,
+    C_COUNT,
+    C_LOST,
+    C_TABLE,
+    CLUSTER_FLAG_FREE,
+    CW,
+    KernelBug,
+    ci_lock,
+    ci_unlock,
+    cluster_is_usable,
+    lockdep_assert_held,
+    move_cluster,
+    swap_cluster_lock,
+    swap_cluster_unlock,
 )
 from .layout import LIST_FREE
 from .preempt import Point, sched_point

@@ -34,13 +34,29 @@ from __future__ import annotations
 import errno
 
 from .cluster import (
-    C_COUNT, C_NEXT, C_ORDER, CW, ci_lock, ci_unlock, cluster_is_usable, cluster_offset,
-    isolate_lock_cluster, lockdep_assert_held, relocate_cluster, swap_cluster_lock, swap_cluster_unlock,
+    C_COUNT,
+    C_ORDER,
+    CW,
+    ci_lock,
+    ci_unlock,
+    cluster_is_usable,
+    cluster_offset,
+    isolate_lock_cluster,
+    lockdep_assert_held,
+    relocate_cluster,
+    swap_cluster_lock,
+    swap_cluster_unlock,
     swap_do_scheduled_discard,
 )
 from .device import (
-    SWP_PAGE_DISCARD, SWP_SOLIDSTATE, SWP_WRITEOK, get_swap_device_info, put_swap_device,
-    swap_usage_add, swap_usage_in_pages, vm_swap_full,
+    SWP_PAGE_DISCARD,
+    SWP_SOLIDSTATE,
+    SWP_WRITEOK,
+    get_swap_device_info,
+    put_swap_device,
+    swap_usage_add,
+    swap_usage_in_pages,
+    vm_swap_full,
 )
 from .layout import LIST_FREE, LIST_FULL, list_frag, list_nonfull
 from .locks import LockClass

@@ -27,8 +27,13 @@ import numpy as np
 
 from .alloc_table import LOST_NAMES, decode_lost
 from .cluster import (
-    CLUSTER_FLAG_DISCARD, CLUSTER_FLAG_FRAG, CLUSTER_FLAG_FREE, CLUSTER_FLAG_FULL, CLUSTER_FLAG_NONE,
-    CLUSTER_FLAG_NONFULL, FLAG_NAMES,
+    CLUSTER_FLAG_DISCARD,
+    CLUSTER_FLAG_FRAG,
+    CLUSTER_FLAG_FREE,
+    CLUSTER_FLAG_FULL,
+    CLUSTER_FLAG_NONE,
+    CLUSTER_FLAG_NONFULL,
+    FLAG_NAMES,
 )
 from .device import SWAP_USAGE_COUNTER_MASK, SWAP_USAGE_OFFLIST_BIT, SWP_WRITEOK
 from .folio import PG_SWAPCACHE
@@ -256,7 +261,7 @@ class _Checker:
         folio = ~null & ~shadow
         bad_free = ~null & (m == 0)
         bad_folio = folio & ((m & SWAP_HAS_CACHE) == 0)
-        for i, j in zip(*np.nonzero(bad_free | bad_folio)):
+        for i, j in zip(*np.nonzero(bad_free | bad_folio), strict=True):
             if self._per_kind.get("I-map-table", 0) > _MAX_PER_KIND:
                 break
             c, s = int(has[i]), int(has[i]) * self.spc + int(j)
@@ -275,7 +280,7 @@ class _Checker:
         starts = np.flatnonzero(np.r_[True, fids[1:] != fids[:-1]])
         ends = np.r_[starts[1:], len(fids)]
         folios = self.shm.folios
-        for a, b in zip(starts, ends):
+        for a, b in zip(starts, ends, strict=True):
             f = int(fids[a])
             if not 0 <= f < len(folios):
                 self.bad("I-folio-run", f"slot {int(slots[a])}", f"entry names folio {f}, out of range")
@@ -301,11 +306,11 @@ class _Checker:
         for h in uniq[cnt > 1][:20]:
             self.bad("table accounting", f"table {h}", f"installed in clusters {has[handles == h].tolist()}")
         wrong_state = state[handles] != OBJ_INUSE
-        for c, h in zip(has[wrong_state][:20], handles[wrong_state][:20]):
+        for c, h in zip(has[wrong_state][:20], handles[wrong_state][:20], strict=True):
             self.bad("table accounting", f"table {h}", f"installed in cluster {c} but its header says "
                      f"state {int(state[h])}, not in use")
         wrong_owner = owner[handles] != has
-        for c, h in zip(has[wrong_owner][:20], handles[wrong_owner][:20]):
+        for c, h in zip(has[wrong_owner][:20], handles[wrong_owner][:20], strict=True):
             self.bad("table accounting", f"table {h}", f"installed in cluster {c} but owned by {int(owner[h])}")
         inuse = int(np.count_nonzero(state == OBJ_INUSE))
         hdr = shm.slab_hdr

@@ -50,14 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sleep-latency-us", type=int, default=d.sleep_latency_us, help="added sleeping-allocation latency")
     r.add_argument("--migrate", type=float, default=d.migrate, help="probability of migrating after a sleep")
     r.add_argument("--migrate-to", default=d.migrate_to, help="random|N")
-    r.add_argument("--watchdog-s", type=float, default=d.watchdog_s, help="no-progress limit before a worker is declared stuck")
+    r.add_argument("--watchdog-s", type=float, default=d.watchdog_s,
+                   help="no-progress limit before a worker is declared stuck")
     r.add_argument("--pin", action="store_true", help="pin workers to cores round robin")
     r.add_argument("--strict", action="store_true", help="exit 1 on findings too")
     r.add_argument("--json", default=None, help="write the whole result as JSON to this path")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--inject-bug", default="", help=argparse.SUPPRESS)
     r.add_argument("--start-method", default=d.start_method, help="fork|spawn|forkserver")
-    r.add_argument("--reader-delay-us", type=int, default=0, help="hold CPU 0's lockless readers in their window up to N us (race window)")
+    r.add_argument("--reader-delay-us", type=int, default=0,
+                   help="hold CPU 0's lockless readers in their window up to N us (race window)")
     return p
 
 

@@ -85,7 +85,7 @@ def _swapoff_and_account(system, loads, tasks, manager, res: Result) -> None:
     si = system.si
 
     def try_to_unuse(si_) -> None:
-        for task, load in zip(tasks, loads):
+        for task, load in zip(tasks, loads, strict=True):
             si.switch_to(task)
             load.release_all()
         si.switch_to(manager)

@@ -15,8 +15,13 @@ from __future__ import annotations
 from .cluster import ci_lock, ci_unlock
 from .folio import PG_SWAPCACHE
 from .swap_table import (
-    __swap_table_xchg, folio_to_swp_tb, swap_table_get, swp_tb_is_folio, swp_tb_is_shadow,
-    swp_tb_to_folio, swp_tb_to_shadow,
+    __swap_table_xchg,
+    folio_to_swp_tb,
+    swap_table_get,
+    swp_tb_is_folio,
+    swp_tb_is_shadow,
+    swp_tb_to_folio,
+    swp_tb_to_shadow,
 )
 
 __all__ = ["swap_cache_get_folio", "swap_cache_get_shadow", "swap_cache_add_folio",

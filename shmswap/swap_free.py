@@ -15,7 +15,14 @@ from __future__ import annotations
 import errno
 
 from .cluster import (
-    C_COUNT, CW, KernelBug, ci_lock, ci_unlock, free_cluster, lockdep_assert_held, partial_free_cluster,
+    C_COUNT,
+    CW,
+    KernelBug,
+    ci_lock,
+    ci_unlock,
+    free_cluster,
+    lockdep_assert_held,
+    partial_free_cluster,
 )
 from .device import get_swap_device_info, put_swap_device, swap_usage_sub
 from .stats import Stat

@@ -19,7 +19,12 @@ import time
 from shmswap import _prim
 from shmswap.config import Config
 from shmswap.control import (
-    W_ABORTED, W_FAILED, W_PARKED, W_RELEASED, W_RUNNING, Control,
+    W_ABORTED,
+    W_FAILED,
+    W_PARKED,
+    W_RELEASED,
+    W_RUNNING,
+    Control,
 )
 from shmswap.preempt import Point, install
 from shmswap.proc import set_comm
