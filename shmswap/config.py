@@ -109,6 +109,7 @@ class Config:
     lookup_ratio: float = 1.0
     reader_delay_us: int = 0
     start_method: str = "fork"
+    lockstat: bool = True
 
     _size_text: str = field(default="", init=False, repr=False, compare=False)
 

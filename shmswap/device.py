@@ -99,7 +99,10 @@ class SwapInfo:
         self.rec_base = base + self.wk_rec
         self.ref_word = (self.rec_base + WORKER_REC.index("ref")) * 8
         _prim.set_worker(task.wid)
-        _prim.set_stats(self.wr, (base + word(self.shm.wk_dt, "lockstat")) * 8, N_CLASSES)
+        if self.cfg.lockstat:
+            _prim.set_stats(self.wr, (base + word(self.shm.wk_dt, "lockstat")) * 8, N_CLASSES)
+        else:
+            _prim.set_stats(None)
         _prim.set_abort(self.devr, self.D["abort"] * 8)
         self.rcu.set_worker(task.wid)
         self.wq[self.rec_base + _REC_PID] = os.getpid()

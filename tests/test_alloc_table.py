@@ -12,10 +12,22 @@ import pytest
 from conftest import SWAPPED, alloc_folio, assert_clean, release, run_check, stat
 
 from shmswap.alloc_table import (
-    LOST_T5, LOST_T6B, MergedAllocTable, SeedAllocTable, decode_lost, lost_word,
+    LOST_T5,
+    LOST_T6B,
+    MergedAllocTable,
+    SeedAllocTable,
+    decode_lost,
+    lost_word,
 )
 from shmswap.cluster import (
-    C_TABLE, CLUSTER_FLAG_FREE, CLUSTER_FLAG_FULL, CLUSTER_FLAG_NONE, CW, KernelBug, ci_lock, ci_unlock,
+    C_TABLE,
+    CLUSTER_FLAG_FREE,
+    CLUSTER_FLAG_FULL,
+    CLUSTER_FLAG_NONE,
+    CW,
+    KernelBug,
+    ci_lock,
+    ci_unlock,
 )
 from shmswap.layout import LIST_FREE, LIST_FULL, list_frag, list_nonfull
 from shmswap.slab import OBJ_FREE, OBJ_INUSE

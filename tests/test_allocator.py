@@ -6,15 +6,33 @@ import errno
 import multiprocess as mp
 import pytest
 from conftest import (
-    CACHE_ONLY, CACHED, RAW, SWAPPED, alloc_folio, assert_clean, release, release_all, run_check, stat,
+    CACHE_ONLY,
+    CACHED,
+    RAW,
+    SWAPPED,
+    alloc_folio,
+    assert_clean,
+    release,
+    release_all,
+    run_check,
+    stat,
 )
 
 from shmswap.allocator import (
-    get_swap_page_of_type, swap_discard_work, swap_reclaim_full_clusters, swap_reclaim_work,
+    get_swap_page_of_type,
+    swap_discard_work,
+    swap_reclaim_full_clusters,
+    swap_reclaim_work,
 )
 from shmswap.cluster import (
-    CLUSTER_FLAG_DISCARD, CLUSTER_FLAG_FRAG, CLUSTER_FLAG_FREE, CLUSTER_FLAG_FULL, CLUSTER_FLAG_NONFULL, CW,
-    ci_lock, ci_unlock,
+    CLUSTER_FLAG_DISCARD,
+    CLUSTER_FLAG_FRAG,
+    CLUSTER_FLAG_FREE,
+    CLUSTER_FLAG_FULL,
+    CLUSTER_FLAG_NONFULL,
+    CW,
+    ci_lock,
+    ci_unlock,
 )
 from shmswap.device import del_from_avail_list, vm_swap_full
 from shmswap.housekeeping import run_pending_work

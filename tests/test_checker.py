@@ -7,11 +7,16 @@ from conftest import CACHED, RAW, SWAPPED, alloc_folio, assert_clean, run_check
 from shmswap.alloc_table import LOST_T6B, lost_word
 from shmswap.checker import INVARIANTS
 from shmswap.cluster import (
-    CLUSTER_FLAG_DISCARD, CLUSTER_FLAG_FRAG, CLUSTER_FLAG_FULL, CLUSTER_FLAG_NONE, CW, ci_lock, ci_unlock,
+    CLUSTER_FLAG_DISCARD,
+    CLUSTER_FLAG_FRAG,
+    CLUSTER_FLAG_FULL,
+    CLUSTER_FLAG_NONE,
+    ci_lock,
+    ci_unlock,
 )
 from shmswap.config import Config
 from shmswap.inject import lose_cluster
-from shmswap.run import run
+from shmswap.inprocess import run_inprocess
 from shmswap.swap_table import folio_to_swp_tb
 
 
@@ -52,7 +57,7 @@ def test_lose_cluster_is_a_violation(busy):
 
 
 def test_lose_cluster_in_a_run():
-    r = run(Config(size="2M", slots_per_cluster=16, orders={0: 0.8, 2: 0.2}, cpus=2, ops=300, seconds=None,
+    r = run_inprocess(Config(size="2M", slots_per_cluster=16, orders={0: 0.8, 2: 0.2}, cpus=2, ops=300, seconds=None,
                    inject_bug="lose-cluster", atomic_fail=0.0))
     assert "I-conservation" in kinds(r.check)
     assert r.exit_status() == 1
@@ -151,11 +156,12 @@ def test_map_table_and_folio_runs(busy):
     assert "I-folio-run" in kinds(res)
     tabs[(e & 7) + 1] = folio_to_swp_tb(f)
     assert_clean(s)
-    free_slot = 30
-    tabs0 = s.shm.tables_np[int(s.shm.clu["table"][free_slot >> 3])]
-    tabs0[free_slot & 7] = 0x21                        # a shadow on a free slot
+    free_slot = 21                                     # cluster 2 holds an order-2 folio at 16..19
+    assert s.shm.map_np[free_slot] == 0
+    tabs2 = s.shm.tables_np[int(s.shm.clu["table"][free_slot >> 3])]
+    tabs2[free_slot & 7] = 0x21                        # a shadow on a free slot
     res = run_check(s)
-    assert where(res, "I-map-table") == [f"slot {free_slot} (cluster 3)"]
+    assert where(res, "I-map-table") == [f"slot {free_slot} (cluster 2)"]
 
 
 def test_folio_entry_without_has_cache(busy):

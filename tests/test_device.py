@@ -6,14 +6,31 @@ import errno
 import numpy as np
 import pytest
 from conftest import (
-    CACHE_ONLY, CACHED, SWAPPED, alloc_folio, assert_clean, release, release_all, small_config, stat,
+    CACHE_ONLY,
+    CACHED,
+    SWAPPED,
+    alloc_folio,
+    assert_clean,
+    release,
+    release_all,
+    small_config,
+    stat,
 )
 
 from shmswap.cluster import CLUSTER_FLAG_FREE, CLUSTER_FLAG_NONFULL
 from shmswap.config import Config
 from shmswap.device import (
-    SWAP_USAGE_OFFLIST_BIT, SWP_BLKDEV, SWP_PAGE_DISCARD, SWP_SOLIDSTATE, SWP_USED, SWP_WRITEOK,
-    get_swap_device_info, put_swap_device, swap_usage_in_pages, swapoff, vm_swap_full,
+    SWAP_USAGE_OFFLIST_BIT,
+    SWP_BLKDEV,
+    SWP_PAGE_DISCARD,
+    SWP_SOLIDSTATE,
+    SWP_USED,
+    SWP_WRITEOK,
+    get_swap_device_info,
+    put_swap_device,
+    swap_usage_in_pages,
+    swapoff,
+    vm_swap_full,
 )
 from shmswap.housekeeping import run_pending_work
 from shmswap.layout import LIST_DISCARD, LIST_FREE, list_nonfull

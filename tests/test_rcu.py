@@ -210,7 +210,7 @@ def test_reader_of_a_freed_table_in_page_mode(make_system, rcu):
         tb = swap_table_get(s.si, 1, 0)
     finally:
         preempt.install(None)
-    assert calls == [(1, 0)]
+    assert calls == [(table, 0)]                              # paused at (table, slot offset)
     assert tb == 0
     state = s.shm.objs["state"][table]
     if rcu == "normal":

@@ -10,8 +10,12 @@ from shmswap.cluster import ci_lock, ci_unlock
 from shmswap.folio import PG_SWAPCACHE
 from shmswap.preempt import Point
 from shmswap.swap_cache import (
-    __swap_cache_clear_shadow, __swap_cache_del_folio, swap_cache_add_folio, swap_cache_del_folio,
-    swap_cache_get_folio, swap_cache_get_shadow,
+    __swap_cache_clear_shadow,
+    __swap_cache_del_folio,
+    swap_cache_add_folio,
+    swap_cache_del_folio,
+    swap_cache_get_folio,
+    swap_cache_get_shadow,
 )
 from shmswap.swap_free import SWAP_HAS_CACHE, free_swap_and_cache_nr, put_swap_folio, swapcache_prepare
 from shmswap.swap_table import folio_to_swp_tb, swap_table_get

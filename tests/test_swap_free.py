@@ -7,13 +7,27 @@ import pytest
 from conftest import CACHE_ONLY, CACHED, RAW, SWAPPED, alloc_folio, assert_clean, release, stat
 
 from shmswap.cluster import (
-    CLUSTER_FLAG_FRAG, CLUSTER_FLAG_FREE, CLUSTER_FLAG_NONFULL, KernelBug, ci_lock, ci_unlock,
+    CLUSTER_FLAG_FRAG,
+    CLUSTER_FLAG_FREE,
+    CLUSTER_FLAG_NONFULL,
+    KernelBug,
+    ci_lock,
+    ci_unlock,
 )
 from shmswap.stats import Stat
 from shmswap.swap_cache import swap_cache_get_folio
 from shmswap.swap_free import (
-    SWAP_HAS_CACHE, SWAP_MAP_BAD, SWAP_MAP_MAX, SWAP_MAP_SHMEM, __swap_duplicate, free_swap_and_cache_nr,
-    put_swap_folio, swap_duplicate, swap_entries_free, swap_entries_put_map, swap_entry_put_locked,
+    SWAP_HAS_CACHE,
+    SWAP_MAP_BAD,
+    SWAP_MAP_MAX,
+    SWAP_MAP_SHMEM,
+    __swap_duplicate,
+    free_swap_and_cache_nr,
+    put_swap_folio,
+    swap_duplicate,
+    swap_entries_free,
+    swap_entries_put_map,
+    swap_entry_put_locked,
     swapcache_prepare,
 )
 
@@ -167,7 +181,7 @@ def test_entries_free_bugs(system):
 # -- frees move clusters and counters -----------------------------------------------------------------
 
 def test_frees_move_clusters_and_counters(system):
-    s, si, dev = system, system.si, system.shm.dev
+    s, dev = system, system.shm.dev
     got = [alloc_folio(s, 1, SWAPPED) for _ in range(4)]
     assert got == [8, 10, 12, 14]
     clu = s.shm.clu

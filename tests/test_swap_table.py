@@ -7,8 +7,17 @@ from hypothesis import strategies as st
 
 from shmswap.cluster import KernelBug, ci_lock, ci_unlock
 from shmswap.swap_table import (
-    __swap_table_get, __swap_table_set, __swap_table_xchg, folio_to_swp_tb, null_to_swp_tb,
-    shadow_swp_to_tb, swap_table_get, swp_tb_is_folio, swp_tb_is_null, swp_tb_is_shadow, swp_tb_to_folio,
+    __swap_table_get,
+    __swap_table_set,
+    __swap_table_xchg,
+    folio_to_swp_tb,
+    null_to_swp_tb,
+    shadow_swp_to_tb,
+    swap_table_get,
+    swp_tb_is_folio,
+    swp_tb_is_null,
+    swp_tb_is_shadow,
+    swp_tb_to_folio,
     swp_tb_to_shadow,
 )
 
