@@ -54,6 +54,9 @@ class Rcu:
         self.my = 0
         self.nest = 0
         self.latencies_ns: list[int] = []   # this process's grace periods, for percentiles
+        # Set by a supervisor that can tell a dead reader (the manager's watchdog): a reader that
+        # died inside its section is quiescent, or grace periods would stall for good.
+        self.reader_alive = None
 
     def set_worker(self, wid: int) -> None:
         self.my = self.hdr + wid * self.rec
@@ -132,4 +135,7 @@ class Rcu:
                     deadline = time.monotonic() + timeout_s
                 elif time.monotonic() > deadline:
                     raise TimeoutError(f"synchronize_rcu: reader of worker {w} stuck in a read section")
+                if spins % 64 == 0 and self.reader_alive is not None and not self.reader_alive(w):
+                    self.rr.store(off + 16, 1)
+                    break
                 time.sleep(0.0001)

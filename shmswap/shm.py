@@ -17,7 +17,7 @@ import secrets
 
 from multiprocess import resource_tracker, shared_memory
 
-__all__ = ["PREFIX", "Segment", "new_run_prefix", "leftover_segments", "unlink_by_name"]
+__all__ = ["PREFIX", "Segment", "new_run_prefix", "leftover_segments", "orphaned_segments", "unlink_by_name"]
 
 PREFIX = "shmswap_"
 
@@ -43,6 +43,23 @@ def _attach_untracked(name: str) -> shared_memory.SharedMemory:
         return shared_memory.SharedMemory(name=name)
     finally:
         resource_tracker.register = register
+
+
+def orphaned_segments() -> list[str]:
+    """Our segments whose creating process is gone: what a run left behind."""
+    out = []
+    for name in leftover_segments():
+        try:
+            pid = int(name[len(PREFIX):].split("_", 1)[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            out.append(name)
+        except PermissionError:
+            pass
+    return out
 
 
 def unlink_by_name(name: str) -> bool:

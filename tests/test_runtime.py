@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import shmswap
-from shmswap.shm import leftover_segments
+from shmswap.shm import leftover_segments, orphaned_segments
 
 PKG_PARENT = str(Path(shmswap.__file__).resolve().parent.parent)
 SMALL = ["--size", "64M", "--seconds", "1.5", "--quiet"]
@@ -45,13 +45,12 @@ def _ours() -> list[psutil.Process]:
 
 @pytest.fixture(autouse=True)
 def nothing_left_behind():
-    before = set(leftover_segments())
     yield
     deadline = time.monotonic() + 10
-    while (_ours() or set(leftover_segments()) - before) and time.monotonic() < deadline:
+    while (_ours() or orphaned_segments()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _ours(), f"processes left: {_ours()}"
-    assert not set(leftover_segments()) - before, f"segments left: {set(leftover_segments()) - before}"
+    assert not orphaned_segments(), f"segments left by a run: {orphaned_segments()}"
 
 
 def test_default_configuration_shortened(tmp_path):
@@ -219,6 +218,17 @@ def test_worker_killed_is_reported(tmp_path):
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 1, out
     assert "worker 1" in out and "died" in out and "running as CPU" in out
+
+
+def test_reader_killed_in_its_section_does_not_stall_grace_periods(tmp_path):
+    p = _start(["--seconds", "60", "--size", "1M", "--slots-per-cluster", "8", "--orders", "0:1", "--fill", "0.05",
+                "--reader-delay-us", "200000"], tmp_path)
+    victim = _wait_for("shmswap-cpu0")
+    time.sleep(1.5)
+    victim.kill()
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 1, out
+    assert "worker 0" in out and "died" in out
 
 
 def test_sigint_to_driver_stops_in_order(tmp_path):

@@ -81,6 +81,7 @@ class Manager:
         self.last_steps = [0] * self.ncpu
         self.last_progress = [time.monotonic()] * self.ncpu
         self.sleep_served = 0
+        system.rcu.reader_alive = lambda w: w >= self.ncpu or not self.pids or self._alive(w)
 
     # -- main loop ----------------------------------------------------------------------------------
     def run(self):
