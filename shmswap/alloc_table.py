@@ -91,6 +91,7 @@ def _sleep_for_table(si, ci: int) -> int:
     if not si.ssd:
         si.global_cluster_unlock()
     si.local_unlock(before)
+    _might_sleep(si, ci, before)
     si.stat(Stat.SLEEPS)
     sched_point(Point.TABLE_SLEEP, ci, before)
     table = si.sleep_alloc(si, ci)
@@ -105,6 +106,16 @@ def _sleep_for_table(si, ci: int) -> int:
     if not si.ssd:
         si.global_cluster_lock()
     return table
+
+
+def _might_sleep(si, ci: int, cpu: int) -> None:
+    """``might_sleep()``: no spinlock and no local lock may be held across the sleeping allocation."""
+    held = [name for name, yes in (("ci->lock", si.cr.held_by_me(ci * CW * 8)),
+                                   ("local lock", si.local_lock_held(cpu)),
+                                   ("si->lock", si.devr.held_by_me(0)),
+                                   ("global_cluster_lock", si.devr.held_by_me(8))) if yes]
+    if held:
+        si.warn(f"swap_cluster_alloc_table: sleeping with {', '.join(held)} held (cluster {ci})")
 
 
 def _lose(si, ci: int, branch: int, other: int = -1) -> None:

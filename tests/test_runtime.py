@@ -94,6 +94,14 @@ def test_forced_migration(variant, tmp_path):
         assert data["findings"] == [] and m["lost_clusters"] == 0 and m["used_percpu_cluster"] == 0
 
 
+def test_migrate_to_one_cpu(tmp_path):
+    status, out, data = shmswap_run([*SMALL, "--atomic-fail", "0.5", "--migrate", "1", "--migrate-to", "2"],
+                                    tmp_path)
+    assert status == 0, out
+    assert data["migration"]["migrated"] > 0
+    assert data["locks"]["local_lock"]["acquisitions"] > data["ops"]["alloc"]
+
+
 def test_strict_fails_on_findings(tmp_path):
     status, out, data = shmswap_run([*SMALL, "--atomic-fail", "0.5", "--migrate", "1", "--strict"], tmp_path)
     assert data["findings"] and status == 1, out
@@ -218,6 +226,20 @@ def test_worker_killed_is_reported(tmp_path):
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 1, out
     assert "worker 1" in out and "died" in out and "running as CPU" in out
+
+
+def test_stopped_worker_is_reported_stuck(tmp_path):
+    p = _start(["--seconds", "60", "--watchdog-s", "1.5"], tmp_path)
+    victim = _wait_for("shmswap-cpu2")
+    time.sleep(1.0)
+    victim.suspend()
+    try:
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if victim.is_running():
+            victim.resume()
+    assert p.returncode == 1, out
+    assert "worker 2" in out and "no progress" in out
 
 
 def test_reader_killed_in_its_section_does_not_stall_grace_periods(tmp_path):
