@@ -6,7 +6,8 @@
   failures and no random migration, so every state is reached on purpose.
 * ``alloc_folio(system, order, state=...)``: a folio of ``order`` for the current task; returns its
   first entry (or a negative errno).  What is held is recorded in ``system.held[entry]`` so that
-  ``release`` / ``release_all`` can give it back as the workload would.
+  ``release`` / ``release_all`` can give it back as the workload would.  A SWAPPED entry's shadow
+  is ``entry + 1`` in each of its slots.
 * ``assert_clean(system)``: run the checker and assert no violations (and, unless told otherwise,
   no findings).
 * At session end, nothing of this process (prefix ``shmswap_``) may be left in /dev/shm.
@@ -123,7 +124,11 @@ def writeback(system: SwapSystem, folio: int, entry: int, shadow: int) -> None:
 
 
 def release(system: SwapSystem, entry: int) -> None:
-    """Give back what ``alloc_folio`` left held at ``entry`` (as the current task)."""
+    """Give back what ``alloc_folio`` left held at ``entry``, as the current task.
+
+    A RAW folio is still locked, and a lock belongs to the worker that took it: that worker
+    unlocks it (the current task is switched for the call and back).
+    """
     h = system.held.pop(entry)
     si, folios = system.si, system.folios
     nr = 1 << h.order
@@ -133,12 +138,17 @@ def release(system: SwapSystem, entry: int) -> None:
         free_swap_and_cache_nr(si, entry, nr)      # unmapped and unlocked: reclaimed at once
         folios.folio_put(h.folio)
     elif h.state in (CACHE_ONLY, RAW):
+        me = si.task
+        if h.state == RAW and me.wid != h.wid:
+            si.switch_to(system.tasks[h.wid])
         if h.state == CACHE_ONLY:
             folios.folio_lock(h.folio)
         if folios.folio_matches_swap_entry(h.folio, entry):
             swap_cache_del_folio(si, h.folio)
         folios.folio_unlock(h.folio)
         folios.folio_put(h.folio)
+        if si.task is not me:
+            si.switch_to(me)
 
 
 def release_all(system: SwapSystem) -> None:

@@ -9,8 +9,9 @@ import errno
 
 import numpy as np
 import pytest
-from conftest import SWAPPED, alloc_folio, assert_clean, release, run_check, stat
+from conftest import CACHE_ONLY, SWAPPED, alloc_folio, assert_clean, release, run_check, stat
 
+from shmswap import preempt
 from shmswap.alloc_table import (
     LOST_T5,
     LOST_T6B,
@@ -19,6 +20,7 @@ from shmswap.alloc_table import (
     decode_lost,
     lost_word,
 )
+from shmswap.allocator import swap_reclaim_full_clusters
 from shmswap.cluster import (
     C_TABLE,
     CLUSTER_FLAG_FREE,
@@ -29,7 +31,9 @@ from shmswap.cluster import (
     ci_lock,
     ci_unlock,
 )
+from shmswap.device import vm_swap_full
 from shmswap.layout import LIST_FREE, LIST_FULL, list_frag, list_nonfull
+from shmswap.preempt import Point
 from shmswap.slab import OBJ_FREE, OBJ_INUSE
 from shmswap.stats import Stat
 
@@ -444,3 +448,50 @@ def test_seed_and_merged_are_chosen_by_config(make_system):
     assert make_system().variant.alloc_table.name == "seed"
     assert make_system(alloc_table="merged").variant.alloc_table.name == "merged"
     assert list_nonfull(0) != list_frag(0)
+
+
+def test_seed_recheck_refuses_a_full_percpu_cluster_isolated_by_reclaim(make_system):
+    """The woken-on CPU's per-CPU cluster is usable but full: full-cluster reclaim has it
+    isolated (flag NONE, count == SWAPFILE_CLUSTER) and dropped its lock for a slot.  The seed's
+    ``count < SWAPFILE_CLUSTER`` test refuses it, and the isolated free cluster gets the table."""
+    s = make_system(n_workers=3, clusters=4)
+    me, cpu1, manager = s.tasks
+    si = s.si
+    si.switch_to(cpu1)
+    states = [SWAPPED, CACHE_ONLY, SWAPPED, SWAPPED, SWAPPED, SWAPPED]
+    assert [alloc_folio(s, 0, st) for st in states] == [1, 2, 3, 4, 5, 6]
+    release(s, 3)
+    si.switch_to(me)
+    assert alloc_folio(s, 0, SWAPPED) == 3
+    assert alloc_folio(s, 0, SWAPPED) == 7                   # cluster 0 FULL; CPU 1 offset[0] = 7
+    assert alloc_folio(s, 3, SWAPPED) == 8
+    assert alloc_folio(s, 3, SWAPPED) == 16
+    assert walk(s, LIST_FULL) == [0, 1, 2] and vm_swap_full(si)
+    assert si.pcp_offset(1, 0) == 7
+    seen = []
+
+    def in_the_reclaim_window(kind, a, b):
+        if kind != Point.RECLAIM_WINDOW:
+            return
+        preempt.install(None)
+        seen.append((a, b, int(s.shm.clu["flags"][0]), int(s.shm.clu["count"][0])))
+        si.switch_to(me)
+        s.slab.force_atomic_fail = 1
+        me.migrate_hook = lambda cpu: 1
+        seen.append(alloc_folio(s, 0, SWAPPED))
+        me.migrate_hook = None
+        si.switch_to(manager)
+
+    si.switch_to(manager)
+    preempt.install(in_the_reclaim_window)
+    try:
+        swap_reclaim_full_clusters(si, False)
+    finally:
+        preempt.install(None)
+    assert seen == [(0, 2, CLUSTER_FLAG_NONE, 8), 24]      # isolated by reclaim, full; cluster 3 used
+    assert branches(s, wid=0) == {"TABLE_ATOMIC": 2, "TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1,
+                                  "INSTALLED": 1}                   # the two order-3 clusters, then this
+    assert stat(s, Stat.RECLAIMED_SLOTS, wid=2) == 1
+    si.switch_to(me)
+    s.held.pop(2)
+    assert_clean(s)

@@ -2,6 +2,7 @@
 full-cluster and scan reclaim, discard, HDD, per-CPU off, swapoff's WRITEOK, hibernation."""
 
 import errno
+import threading
 
 import multiprocess as mp
 import pytest
@@ -18,7 +19,9 @@ from conftest import (
     stat,
 )
 
+from shmswap import preempt
 from shmswap.allocator import (
+    folio_alloc_swap,
     get_swap_page_of_type,
     swap_discard_work,
     swap_reclaim_full_clusters,
@@ -37,6 +40,8 @@ from shmswap.cluster import (
 from shmswap.device import del_from_avail_list, vm_swap_full
 from shmswap.housekeeping import run_pending_work
 from shmswap.layout import LIST_DISCARD, LIST_FREE, LIST_FULL, list_frag, list_nonfull
+from shmswap.locks import LockClass
+from shmswap.preempt import Point
 from shmswap.stats import Stat
 from shmswap.swap_free import SWAP_HAS_CACHE
 
@@ -89,7 +94,6 @@ def test_order_larger_than_a_cluster_is_refused(system):
     s = system
     f = s.folios.folio_alloc(0, 4)
     s.folios.folio_lock(f)
-    from shmswap.allocator import folio_alloc_swap
     assert folio_alloc_swap(s.si, f) == -errno.EINVAL
     assert "exceeds the cluster size" in s.si.warnings[0]
     s.folios.folio_unlock(f)
@@ -414,3 +418,109 @@ def test_fill_and_empty_the_device(make_system, kw):
     live = int(s.shm.slab_hdr["live"])
     assert live == (6 if kw.get("tables") == "static" else 3)   # header, bad page, tail clusters
     assert_clean(s)
+
+
+def test_discard_tries_free_clusters_only_once(make_system):
+    """With discard, free_clusters is step 2 and not step 4: when its table allocation fails
+    (seed T6b), an order-1 allocation finds nothing else."""
+    s = make_system(discard="on")
+    s.slab.force_atomic_fail = 1
+    s.slab.force_sleep_fail = 1
+    assert alloc_folio(s, 1, SWAPPED) == -errno.ENOMEM
+    assert stat(s, Stat.RETURNED_NULL) == 1 and stat(s, Stat.TABLE_ATOMIC) == 0
+    assert walk(s, LIST_FREE)[0] == 2
+    res = assert_clean(s, findings=True)
+    assert [f.where for f in res.findings] == ["cluster 1"]
+
+
+@pytest.mark.parametrize("variant", ["seed", "merged"])
+def test_w2_stale_isolator_leaves_a_nonempty_cluster_on_the_discard_list(make_system, variant):
+    """Reference §10 W2 (a candidate kernel race, not confirmed upstream), reproduced.
+
+    B isolates cluster C from nonfull_clusters and drops its lock to reclaim a cache-only slot.
+    Meanwhile frees and B's own reclaim empty C (-> DISCARD) and the discard work frees its table
+    (-> FREE).  A isolates C from free_clusters, its atomic table allocation fails and it sleeps
+    (C dangling).  B relocks C, finds it unusable (no table) and relocates it: count 0, so
+    ``free_cluster`` puts the table-less C on the discard list.  A wakes, installs a table and
+    allocates in C; ``relocate_cluster`` leaves a DISCARD cluster alone.  A non-empty cluster now
+    sits on the discard list (I-discard), and the discard work frees its table under a live slot.
+    Both variants of ``swap_cluster_alloc_table`` take this path: the checker must catch it.
+
+    A runs in a thread that takes strict turns with the main thread (B), each switching the
+    process's worker identity back to its own when it resumes.
+    """
+    s = make_system(n_workers=4, clusters=4, cpus=3, discard="on", alloc_table=variant)
+    si = s.si
+    cpu0, b_task, a_task, manager = s.tasks
+    C = 3
+    si.switch_to(cpu0)
+    assert [alloc_folio(s, 0, SWAPPED) for _ in range(16)] == list(range(8, 24))    # clusters 1, 2
+    si.switch_to(b_task)
+    assert [alloc_folio(s, 0, CACHE_ONLY if i == 0 else SWAPPED) for i in range(8)] == list(range(24, 32))
+    si.switch_to(cpu0)
+    assert [alloc_folio(s, 0, SWAPPED) for _ in range(6)] == list(range(1, 7))       # cluster 0 FRAG
+    release(s, 31)                                       # C: NONFULL, slot 24 cache-only first
+    assert walk(s, list_nonfull(0)) == [C] and walk(s, list_frag(0)) == [0] and vm_swap_full(si)
+
+    a_sleeping, b_done = threading.Event(), threading.Event()
+    seen: dict = {}
+    real_sleep = si.sleep_alloc
+
+    def a_sleeps(si_, ci):
+        seen["a_isolated"] = ci
+        a_sleeping.set()
+        assert b_done.wait(20)
+        si.switch_to(a_task)
+        return real_sleep(si_, ci)
+
+    def task_a():
+        si.switch_to(a_task)
+        s.slab.force_atomic_fail = 1
+        si.sleep_alloc = a_sleeps
+        seen["a"] = alloc_folio(s, 0, SWAPPED)
+
+    thread = threading.Thread(target=task_a)
+
+    def b_relocks(kind, a, b):
+        clu = s.shm.clu
+        if not (kind == Point.LOCK and a == LockClass.CI_LOCK and b == C * CW * 8
+                and clu["count"][C] == 0 and clu["flags"][C] == CLUSTER_FLAG_DISCARD):
+            return
+        preempt.install(None)
+        si.switch_to(manager)
+        assert swap_discard_work(si)                     # C: FREE, table freed
+        seen["freed"] = (int(clu["flags"][C]), int(clu["table"][C]))
+        thread.start()
+        assert a_sleeping.wait(20)
+        si.switch_to(b_task)
+
+    def b_window(kind, a, b):
+        if kind == Point.RECLAIM_WINDOW and a == C:
+            preempt.install(None)
+            si.switch_to(manager)
+            for e in range(25, 31):                      # other CPUs free the rest of C
+                release(s, e)
+            si.switch_to(b_task)
+            preempt.install(b_relocks)
+
+    preempt.install(b_window)
+    try:
+        si.switch_to(b_task)
+        seen["b"] = alloc_folio(s, 0, SWAPPED)
+    finally:
+        preempt.install(None)
+        b_done.set()
+        if thread.ident is not None:
+            thread.join(20)
+    si.switch_to(manager)
+    assert seen == {"freed": (CLUSTER_FLAG_FREE, -1), "a_isolated": C, "b": 7, "a": 24}
+    clu = s.shm.clu
+    assert int(clu["flags"][C]) == CLUSTER_FLAG_DISCARD and walk(s, LIST_DISCARD) == [C]
+    assert int(clu["count"][C]) == 1 and int(clu["table"][C]) >= 0 and s.shm.map_np[24] == 1
+    res = run_check(s)
+    assert [(v.invariant, v.where) for v in res.violations] == [("I-discard", f"cluster {C}")]
+    # the discard work then frees the table of a cluster with a live slot
+    assert swap_discard_work(si)
+    assert int(clu["flags"][C]) == CLUSTER_FLAG_FREE and int(clu["table"][C]) == -1
+    assert any("not empty (count 1)" in w for w in si.warnings)
+    assert {"I-free", "I-table-needed", "no kernel WARN"} <= {v.invariant for v in run_check(s).violations}

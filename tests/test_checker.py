@@ -2,7 +2,7 @@
 where; seed T5/T6b clusters are findings, anything else on no list is a violation."""
 
 import pytest
-from conftest import CACHED, RAW, SWAPPED, alloc_folio, assert_clean, run_check
+from conftest import CACHED, RAW, SWAPPED, alloc_folio, assert_clean, release, run_check
 
 from shmswap.alloc_table import LOST_T6B, lost_word
 from shmswap.checker import INVARIANTS
@@ -13,6 +13,7 @@ from shmswap.cluster import (
     CLUSTER_FLAG_NONE,
     ci_lock,
     ci_unlock,
+    list_del,
 )
 from shmswap.config import Config
 from shmswap.inject import lose_cluster
@@ -134,7 +135,6 @@ def test_rest_counts_and_order_list(busy):
 def test_discard_invariant(make_system):
     s = make_system(discard="on")
     e = alloc_folio(s, 1, SWAPPED)
-    from conftest import release
     release(s, e)
     assert int(s.shm.clu["flags"][1]) == CLUSTER_FLAG_DISCARD
     assert_clean(s)
@@ -256,10 +256,8 @@ def test_a_lost_record_explains_only_an_empty_tableless_cluster(busy):
     assert res.findings == []
     # an empty table-less cluster with the record is a finding
     c = 12
-    from conftest import ci_lock as lock_
-    lock_(s.si, c)
+    ci_lock(s.si, c)
     s.si.si_lock()
-    from shmswap.cluster import list_del
     list_del(s.si, 0, c)
     s.si.si_unlock()
     s.shm.clu["flags"][c] = CLUSTER_FLAG_NONE

@@ -326,3 +326,21 @@ def test_discard_keeps_the_table_until_the_work_runs(make_system):
     assert stat(s, Stat.DISCARDS) == 1
     assert not swap_do_scheduled_discard(si)                     # nothing left
     assert_clean(s)
+
+
+def test_static_tables_stay_with_free_clusters(make_system):
+    s = make_system(tables="static")
+    tables = s.shm.clu["table"].copy()
+    assert (tables != -1).all()
+    e = alloc_folio(s, 1, SWAPPED)
+    assert e == 8 and stat(s, Stat.TABLE_ATOMIC) == 0          # no table allocation: it had one
+    assert_clean(s)
+    release(s, e)
+    assert field(s, 1, C_FLAGS) == CLUSTER_FLAG_FREE
+    assert (s.shm.clu["table"] == tables).all()               # the FREE cluster keeps its table
+    assert stat(s, Stat.TABLE_FREES) == 0 and int(s.shm.slab_hdr["frees"]) == 0
+    assert int(s.shm.slab_hdr["live"]) == 16
+    assert_clean(s)
+    assert alloc_folio(s, 2, SWAPPED) == 16                   # cluster 1 went to the tail
+    assert (s.shm.clu["table"] == tables).all()
+    assert_clean(s)

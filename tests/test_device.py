@@ -17,6 +17,7 @@ from conftest import (
     stat,
 )
 
+from shmswap import system as system_mod
 from shmswap.cluster import CLUSTER_FLAG_FREE, CLUSTER_FLAG_NONFULL
 from shmswap.config import Config
 from shmswap.device import (
@@ -34,6 +35,7 @@ from shmswap.device import (
 )
 from shmswap.housekeeping import run_pending_work
 from shmswap.layout import LIST_DISCARD, LIST_FREE, list_nonfull
+from shmswap.shm import leftover_segments
 from shmswap.slab import OBJ_INUSE
 from shmswap.stats import Stat
 from shmswap.swap_free import SWAP_MAP_BAD
@@ -263,9 +265,6 @@ def test_swapoff_waits_for_device_refs(system):
 
 
 def test_create_failure_leaves_nothing(monkeypatch):
-    from shmswap import system as system_mod
-    from shmswap.shm import leftover_segments
-
     before = set(leftover_segments())
 
     def boom(shm, slab):
@@ -278,7 +277,6 @@ def test_create_failure_leaves_nothing(monkeypatch):
 
 
 def test_system_is_a_context_manager():
-    from shmswap.shm import leftover_segments
     with SwapSystem.create(Config(size="1M", slots_per_cluster=8, orders={0: 1.0}, cpus=1)) as s:
         names = set(s.shm.names().values())
         assert names <= set(leftover_segments())

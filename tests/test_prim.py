@@ -9,9 +9,9 @@ import uuid
 import multiprocess as mp
 import pytest
 from multiprocess import resource_tracker, shared_memory
-from shmswap._prim import Region
 
 from shmswap import _prim
+from shmswap._prim import Region
 
 NFIELDS = 5  # lockstat counters per class
 ACQ, CONT, TRYFAIL, WAIT_TOTAL, WAIT_MAX = range(NFIELDS)

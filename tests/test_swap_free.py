@@ -15,7 +15,7 @@ from shmswap.cluster import (
     ci_unlock,
 )
 from shmswap.stats import Stat
-from shmswap.swap_cache import swap_cache_get_folio
+from shmswap.swap_cache import __swap_cache_del_folio, swap_cache_del_folio, swap_cache_get_folio
 from shmswap.swap_free import (
     SWAP_HAS_CACHE,
     SWAP_MAP_BAD,
@@ -100,7 +100,6 @@ def test_put_map_then_cache_frees_the_slot(system):
     assert swap_cache_get_folio(si, e) == f
     folios.folio_put(f)
     assert_clean(s)
-    from shmswap.swap_cache import swap_cache_del_folio
     swap_cache_del_folio(si, f)               # folio_free_swap: no map count left
     folios.folio_unlock(f)
     folios.folio_put(f)
@@ -137,7 +136,6 @@ def test_put_swap_folio_per_slot_when_mixed(system):
     e = alloc_folio(s, 1, RAW)
     f = s.held.pop(e).folio
     assert swap_duplicate(si, e + 1) == 0      # the second slot also has a map count
-    from shmswap.swap_cache import swap_cache_del_folio
     swap_cache_del_folio(si, f)                # put_swap_folio: not all HAS_CACHE -> per slot
     folios.folio_unlock(f)
     folios.folio_put(f)
@@ -218,7 +216,6 @@ def test_put_swap_folio_after_a_failed_charge(system):
     s, si, folios = system, system.si, system.folios
     e = alloc_folio(s, 2, RAW)
     f = s.held.pop(e).folio
-    from shmswap.swap_cache import __swap_cache_del_folio
     ci_lock(si, e >> 3)
     __swap_cache_del_folio(si, e >> 3, f, e, None)
     ci_unlock(si, e >> 3)
