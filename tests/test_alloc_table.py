@@ -10,6 +10,7 @@ import errno
 import numpy as np
 import pytest
 from conftest import CACHE_ONLY, SWAPPED, alloc_folio, assert_clean, release, run_check, stat
+from helpers import walk
 
 from shmswap import preempt
 from shmswap.alloc_table import (
@@ -46,14 +47,6 @@ def branches(system, wid=0):
     """The nonzero swap_cluster_alloc_table branch counters of worker ``wid``."""
     return {s.name: stat(system, s, wid) for s in BRANCHES if stat(system, s, wid)}
 
-
-def walk(system, lst):
-    out = []
-    c = int(system.shm.dev["heads"][lst][0])
-    while c != -1:
-        out.append(c)
-        c = int(system.shm.clu["next"][c])
-    return out
 
 
 def spy_sleep(system, during=None):

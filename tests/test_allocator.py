@@ -18,6 +18,7 @@ from conftest import (
     run_check,
     stat,
 )
+from helpers import walk
 
 from shmswap import preempt
 from shmswap.allocator import (
@@ -47,14 +48,6 @@ from shmswap.swap_free import SWAP_HAS_CACHE
 
 CTX = mp.get_context("fork")
 
-
-def walk(system, lst):
-    out = []
-    c = int(system.shm.dev["heads"][lst][0])
-    while c != -1:
-        out.append(c)
-        c = int(system.shm.clu["next"][c])
-    return out
 
 
 def flags(system, ci):

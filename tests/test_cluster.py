@@ -3,6 +3,7 @@
 import multiprocess as mp
 import pytest
 from conftest import SWAPPED, alloc_folio, assert_clean, release, run_check, stat
+from helpers import walk
 
 from shmswap import _prim
 from shmswap.cluster import (
@@ -39,15 +40,6 @@ from shmswap.stats import Stat
 
 CTX = mp.get_context("fork")
 
-
-def walk(system, lst):
-    out = []
-    c = int(system.shm.dev["heads"][lst][0])
-    while c != -1:
-        out.append(c)
-        c = int(system.shm.clu["next"][c])
-    assert len(out) == int(system.shm.dev["heads"][lst][2])
-    return out
 
 
 def field(system, ci, f):

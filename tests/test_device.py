@@ -16,6 +16,7 @@ from conftest import (
     small_config,
     stat,
 )
+from helpers import walk
 
 from shmswap import system as system_mod
 from shmswap.cluster import CLUSTER_FLAG_FREE, CLUSTER_FLAG_NONFULL
@@ -40,18 +41,6 @@ from shmswap.slab import OBJ_INUSE
 from shmswap.stats import Stat
 from shmswap.swap_free import SWAP_MAP_BAD
 from shmswap.system import SwapSystem
-
-
-def walk(system, lst):
-    """Cluster indices on list ``lst``, head to tail."""
-    out = []
-    c = int(system.shm.dev["heads"][lst][0])
-    while c != -1:
-        out.append(c)
-        c = int(system.shm.clu["next"][c])
-    assert len(out) == int(system.shm.dev["heads"][lst][2])
-    return out
-
 
 # -- swapon -----------------------------------------------------------------------------------------
 
