@@ -61,6 +61,7 @@ class SwapInfo:
         # The sleeping table allocation: in-process by default, the manager's in a runtime run.
         self.sleep_alloc = slab.alloc_sleeping
         self.warnings: list[str] = []
+        self.on_warn = None          # a worker forwards its warnings to the manager
         self.spc = cfg.slots_per_cluster
         self.spc_shift = self.spc.bit_length() - 1
         self.max = cfg.max_slots
@@ -114,6 +115,8 @@ class SwapInfo:
         """WARN_ON / VM_WARN_ON: count it (a violation unless expected) and keep the text."""
         self.stat(Stat.WARNINGS)
         self.warnings.append(message)
+        if self.on_warn is not None:
+            self.on_warn(message)
 
     def set_rec_cluster(self, ci: int) -> None:
         """The cluster this task has isolated in its current operation (-1 none)."""
@@ -359,3 +362,28 @@ def free_cluster_info(si: SwapInfo) -> None:
             swap_cluster_free_table(si, ci)
         si.cr.unlock(ci * CW * 8, LockClass.CI_LOCK)
 
+
+
+def account_swapoff(system, check, new_warnings: list[str]) -> dict:
+    """After swapoff, nothing of the device may remain: tables, slots, folio references, WARNs.
+
+    Adds a violation to ``check`` for each thing left; returns the figures.
+    """
+    from .checker import Violation
+    shm = system.shm
+    live = int(shm.slab_hdr["live"])
+    inuse = int(shm.dev["inuse_pages"]) & SWAP_USAGE_COUNTER_MASK
+    folios = int((shm.folios["ref"] != 0).sum())
+    bad = check.violations
+    if live:
+        bad.append(Violation("swapoff", f"{live} table objects still allocated after free_cluster_info",
+                             "I-swapoff-tables"))
+    if inuse:
+        bad.append(Violation("swapoff", f"{inuse} slots still in use after try_to_unuse", "I-swapoff-slots"))
+    if folios:
+        bad.append(Violation("swapoff", f"{folios} folios still referenced after every worker released its "
+                             "slots", "I-swapoff-folios"))
+    for w in new_warnings:
+        bad.append(Violation("swapoff", w, "no kernel WARN"))
+    return {"tables_left": live, "inuse_after": inuse, "folios_referenced": folios,
+            "warnings": len(new_warnings)}

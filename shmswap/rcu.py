@@ -57,6 +57,9 @@ class Rcu:
         # Set by a supervisor that can tell a dead reader (the manager's watchdog): a reader that
         # died inside its section is quiescent, or grace periods would stall for good.
         self.reader_alive = None
+        # Set by a supervisor: when it returns True the run is being aborted and a grace period
+        # stops waiting (raising ``_prim.Aborted``) rather than wait on a stopped reader.
+        self.abandon = None
 
     def set_worker(self, wid: int) -> None:
         self.my = self.hdr + wid * self.rec
@@ -135,7 +138,11 @@ class Rcu:
                     deadline = time.monotonic() + timeout_s
                 elif time.monotonic() > deadline:
                     raise TimeoutError(f"synchronize_rcu: reader of worker {w} stuck in a read section")
-                if spins % 64 == 0 and self.reader_alive is not None and not self.reader_alive(w):
-                    self.rr.store(off + 16, 1)
-                    break
+                if spins % 64 == 0:
+                    if self.reader_alive is not None and not self.reader_alive(w):
+                        self.rr.store(off + 16, 1)
+                        break
+                    if self.abandon is not None and self.abandon():
+                        raise _prim.Aborted(f"grace period abandoned: the run is aborting (worker {w} "
+                                            "is in a read section)")
                 time.sleep(0.0001)

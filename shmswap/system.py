@@ -62,6 +62,7 @@ class SwapSystem:
                                  seed=(cfg.seed if seed is None else seed) * 7919 + wid)
         task = Task(wid, migration=policy)
         self.si.switch_to(task)
+        self.slab.rng.seed((cfg.seed if seed is None else seed) * 104729 + wid)   # its own failslab stream
         return task
 
     def close(self) -> None:

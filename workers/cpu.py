@@ -91,6 +91,7 @@ def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: i
     try:
         task = system.task(wid)
         system.si.sleep_alloc = _mailbox(conn)
+        system.si.on_warn = lambda message: conn.send(("warn", wid, message))
         if cfg.pin:
             ctl.set_affinity(wid, _pin(wid))
         if cfg.reader_delay_us and wid == 0:    # one slow reader; the other CPUs churn
@@ -105,7 +106,9 @@ def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: i
     except _prim.Aborted:
         ctl.set_state(wid, W_ABORTED)
     except BaseException:
+        # Whatever this worker holds stays locked: make every waiter give up instead of hanging.
         ctl.set_state(wid, W_FAILED)
+        ctl.abort()
         raise
     finally:
         install(None)

@@ -15,8 +15,10 @@ and accounts for every table object.
 
 from __future__ import annotations
 
+import heapq
 import os
 import signal
+import threading
 import time
 import traceback
 
@@ -28,7 +30,7 @@ from shmswap import _prim
 from shmswap.checker import Violation, check
 from shmswap.config import Config
 from shmswap.control import STATE_NAMES, W_ABORTED, W_FAILED, W_PARKED, W_RELEASED, W_RUNNING, Control
-from shmswap.device import swapoff
+from shmswap.device import account_swapoff, swapoff
 from shmswap.housekeeping import run_pending_work
 from shmswap.locks import LockClass
 from shmswap.proc import set_comm
@@ -41,6 +43,7 @@ __all__ = ["manager_main", "Manager"]
 TICK_S = 0.002
 PROGRESS_EVERY_S = 0.2
 GP_EVERY_S = 0.02        # the kernel's RCU runs grace periods whether or not frees wait for one
+WATCH_EVERY_S = 0.05
 
 
 def manager_main(cfg: Config, n_workers: int, ctl_conn, worker_conns: list, driver_pid: int) -> None:
@@ -78,10 +81,18 @@ class Manager:
         self.pids: list[int] = []
         self.events: list[str] = []
         self.notes: list[str] = []
+        self.worker_warnings: list[str] = []
         self.last_steps = [0] * self.ncpu
-        self.last_progress = [time.monotonic()] * self.ncpu
+        self.last_progress: list[float | None] = [None] * self.ncpu
         self.sleep_served = 0
+        # Sleeping allocations wait out their latency here, not in the manager's loop: N sleepers
+        # overlap as they would in the kernel, and the loop keeps running grace periods.
+        self.latency_s = system.slab.sleep_latency_s
+        system.slab.sleep_latency_s = 0.0
+        self.sleepers: list[tuple[float, object, int]] = []
         system.rcu.reader_alive = lambda w: w >= self.ncpu or not self.pids or self._alive(w)
+        system.rcu.abandon = self.ctl.aborted
+        self._watching = threading.Event()
 
     # -- main loop ----------------------------------------------------------------------------------
     def run(self):
@@ -89,8 +100,23 @@ class Manager:
         start = time.monotonic()
         self.ctl.set("started", _prim.now_ns())
         deadline = None if self.cfg.ops else start + float(self.cfg.seconds)
+        watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+        watchdog.start()
+        try:
+            self._loop(start, deadline)
+        except _prim.Aborted:
+            pass
+        finally:
+            self._watching.set()
+            watchdog.join()
+        if self.events:
+            self._stop_all()
+        duration = time.monotonic() - start
+        return self._finish(duration)
+
+    def _loop(self, start: float, deadline: float | None) -> None:
         next_progress = next_gp = start
-        while not self._all_in({W_PARKED, W_RELEASED, W_ABORTED, W_FAILED}):
+        while not self._all_in({W_PARKED, W_RELEASED, W_ABORTED, W_FAILED}) and not self.events:
             self._serve(TICK_S)
             now = time.monotonic()
             gp = now >= next_gp or bool(self.system.shm.slab_hdr["npending"])
@@ -99,13 +125,9 @@ class Manager:
                 next_gp = now + GP_EVERY_S
             if deadline is not None and now >= deadline:
                 self.ctl.stop()
-            if self._watchdog(now) or self._driver_gone():
-                break
             if now >= next_progress:
                 self._send(("progress", self._total_steps(), now - start))
                 next_progress = now + PROGRESS_EVERY_S
-        duration = time.monotonic() - start
-        return self._finish(duration)
 
     def _await_pids(self) -> None:
         while True:
@@ -114,11 +136,13 @@ class Manager:
                 if msg[0] == "pids":
                     self.pids = list(msg[1])
                     return
-            if self._driver_gone():
+            if os.getppid() != self.driver_pid:
                 raise RuntimeError("the driver disappeared before starting the workers")
 
     def _serve(self, timeout: float) -> None:
-        """Answer sleeping table allocations and control messages."""
+        """Answer sleeping table allocations, worker warnings and control messages."""
+        if self.sleepers:
+            timeout = min(timeout, max(0.0, self.sleepers[0][0] - time.monotonic()))
         for conn in wait(self.conns + [self.ctl_conn], timeout):
             try:
                 msg = conn.recv()
@@ -133,9 +157,26 @@ class Manager:
                 if msg[0] == "stop":
                     self.notes.append("stopped early by the driver (Ctrl-C)")
                     self.ctl.stop()
+            elif isinstance(msg, tuple):
+                self.worker_warnings.append(f"worker {msg[1]}: {msg[2]}")
             else:
-                self.sleep_served += 1
-                conn.send(self.system.slab.alloc_sleeping(self.system.si, int(msg)))
+                heapq.heappush(self.sleepers, (time.monotonic() + self.latency_s, id(conn), conn, int(msg)))
+        self._wake_sleepers()
+
+    def _wake_sleepers(self) -> None:
+        now = time.monotonic()
+        while self.sleepers and self.sleepers[0][0] <= now:
+            _, _, conn, ci = heapq.heappop(self.sleepers)
+            table = self.system.slab.alloc_sleeping(self.system.si, ci)
+            self.sleep_served += 1
+            try:
+                conn.send(table)
+            except (OSError, ValueError):
+                # The sleeper died; the watchdog reports it.  The table goes back unused.
+                if table >= 0:
+                    self.system.slab.free(self.system.si, table)
+                if conn in self.conns:
+                    self.conns.remove(conn)
 
     def _send(self, msg) -> None:
         try:
@@ -150,13 +191,6 @@ class Manager:
     def _total_steps(self) -> int:
         return sum(self.ctl.steps(w) for w in range(self.ncpu))
 
-    def _driver_gone(self) -> bool:
-        if os.getppid() != self.driver_pid:
-            self.events.append(f"the driver (pid {self.driver_pid}) is gone")
-            self._stop_all()
-            return True
-        return False
-
     def _alive(self, w: int) -> bool:
         try:
             p = psutil.Process(self.pids[w])
@@ -164,13 +198,27 @@ class Manager:
         except psutil.NoSuchProcess:
             return False
 
-    def _watchdog(self, now: float) -> bool:
-        """A dead worker, or one without progress for --watchdog-s, stops the run."""
+    def _watch(self) -> None:
+        """The watchdog thread: it must run even while the main loop waits on a lock or a reader."""
+        while not self._watching.wait(WATCH_EVERY_S):
+            if self._check_workers(time.monotonic()) or self._check_driver():
+                self.ctl.abort()          # lock waiters and grace periods give up; the loop ends
+                return
+
+    def _check_driver(self) -> bool:
+        if os.getppid() != self.driver_pid:
+            self.events.append(f"the driver (pid {self.driver_pid}) is gone")
+            return True
+        return False
+
+    def _check_workers(self, now: float) -> bool:
+        """A failed or dead worker, or one without progress for --watchdog-s, stops the run."""
         bad = False
         for w in range(self.ncpu):
             state = self.ctl.state(w)
             if state == W_FAILED:
-                self.events.append(f"worker {w} failed with an exception (see its traceback on stderr)")
+                self.events.append(f"worker {w} failed with an exception (its traceback is on stderr): "
+                                   f"{self._describe(w)}")
                 bad = True
                 continue
             if state in (W_RELEASED, W_PARKED, W_ABORTED):
@@ -180,15 +228,15 @@ class Manager:
                 self.system.shm.readers["dead"][w] = 1      # a dead reader is quiescent
                 bad = True
                 continue
+            if state != W_RUNNING:
+                continue
             steps = self.ctl.steps(w)
-            if steps != self.last_steps[w]:
+            if self.last_progress[w] is None or steps != self.last_steps[w]:
                 self.last_steps[w], self.last_progress[w] = steps, now
-            elif state == W_RUNNING and now - self.last_progress[w] > self.cfg.watchdog_s:
+            elif now - self.last_progress[w] > self.cfg.watchdog_s:
                 self.events.append(f"worker {w} (pid {self.pids[w]}) made no progress for "
                                    f"{self.cfg.watchdog_s:g} s: {self._describe(w)}")
                 bad = True
-        if bad:
-            self._stop_all()
         return bad
 
     def _describe(self, w: int) -> str:
@@ -224,7 +272,7 @@ class Manager:
                    for w in range(self.ncpu)):
                 break
         for w in range(self.ncpu):
-            if self._alive(w) and self.ctl.state(w) not in (W_ABORTED, W_PARKED, W_RELEASED):
+            if self._alive(w):
                 try:
                     os.kill(self.pids[w], signal.SIGKILL)
                 except ProcessLookupError:
@@ -239,7 +287,7 @@ class Manager:
         if self.cfg.inject_bug == "lose-cluster":
             from shmswap.inject import lose_cluster
             lose_cluster(si)
-        chk = check(system.shm, system.variant, si.warnings)
+        chk = check(system.shm, system.variant, self.worker_warnings + si.warnings)
         for e in self.events:
             chk.violations.append(Violation("watchdog", e, "watchdog"))
         notes = [f"{self.ncpu} CPU worker processes and a manager; {self.sleep_served} sleeping table "
@@ -253,6 +301,8 @@ class Manager:
         res.extra["handoff"] = system.handoff.statistics()
         if self.events:
             res.extra["watchdog"] = list(self.events)
+            res.notes.append("the run was aborted: the invariant check ran on a state that is not quiescent "
+                             "(a worker stopped mid-operation), so some of its violations may follow from that")
             res.notes.append("swapoff skipped: the run was aborted")
             return res
         self._release_and_swapoff(res)
@@ -277,15 +327,12 @@ class Manager:
             run_pending_work(system)
 
         si.switch_to(self.task)
+        warned = len(si.warnings) + len(self.worker_warnings)
         try:
             swapoff(si, try_to_unuse)
         except TimeoutError as e:
             res.check.violations.append(Violation("swapoff", str(e), "watchdog"))
             return
         run_pending_work(system)
-        live = int(system.shm.slab_hdr["live"])
-        res.extra["swapoff"] = {"tables_left": live, **outcome,
-                                "inuse_after": int(system.shm.dev["inuse_pages"]) & ((1 << 30) - 1)}
-        if live:
-            res.check.violations.append(Violation("swapoff", f"{live} table objects still allocated after "
-                                                  "free_cluster_info", "I-swapoff-tables"))
+        res.extra["swapoff"] = account_swapoff(system, res.check, (self.worker_warnings + si.warnings)[warned:])
+        res.extra["swapoff"].update(outcome)
