@@ -49,6 +49,7 @@ from .cluster import (
     swap_do_scheduled_discard,
 )
 from .device import (
+    SWP_BLKDEV,
     SWP_PAGE_DISCARD,
     SWP_SOLIDSTATE,
     SWP_WRITEOK,
@@ -70,6 +71,7 @@ __all__ = [
     "alloc_swap_scan_list", "alloc_swap_scan_cluster", "cluster_scan_range", "cluster_reclaim_range",
     "cluster_alloc_range", "swap_range_alloc", "swap_reclaim_full_clusters", "__try_to_reclaim_swap",
     "get_swap_page_of_type", "swap_sync_discard", "swap_discard_work", "swap_reclaim_work",
+    "flush_scheduled_work",
 ]
 
 _RECLAIM_RETRIES = 8
@@ -130,7 +132,7 @@ def swap_alloc_slow(si, order: int) -> int:
     """Models ``swap_alloc_slow()`` for the one device on the avail list."""
     si.stat(Stat.SLOW_PATH)
     si.devr.lock(16, LockClass.SWAP_AVAIL_LOCK)
-    on_avail = si.devq[si.D["on_avail"]]
+    on_avail = si.devq[si.d_on_avail]
     si.devr.unlock(16, LockClass.SWAP_AVAIL_LOCK)
     if not on_avail or not get_swap_device_info(si):
         return 0
@@ -142,6 +144,8 @@ def swap_alloc_slow(si, order: int) -> int:
 def cluster_alloc_swap_entry(si, order: int, usage: int) -> int:
     """Models ``cluster_alloc_swap_entry()``: the ordered search (reference §4.4)."""
     flags = si.devq[si.d_flags]
+    if order and not flags & SWP_BLKDEV:
+        return 0
     ssd = flags & SWP_SOLIDSTATE
     discard = flags & SWP_PAGE_DISCARD
     pmd = si.pmd_order
@@ -253,12 +257,15 @@ def cluster_scan_range(si, ci: int, start: int, nr: int) -> tuple[bool, bool]:
         return True, False
     m = si.map
     need_reclaim = False
+    full = None
     for off in range(start, start + nr):
         v = m[off]
         if v == 0:
             continue
         if v == SWAP_HAS_CACHE:
-            if not vm_swap_full(si):
+            if full is None:
+                full = vm_swap_full(si)
+            if not full:
                 return False, False
             need_reclaim = True
             continue
@@ -297,8 +304,7 @@ def cluster_alloc_range(si, ci: int, start: int, usage: int, order: int) -> bool
     if not si.cq[b + C_COUNT]:
         si.cq[b + C_ORDER] = order
     m = si.map
-    for off in range(start, start + nr):
-        m[off] = usage
+    m[start:start + nr] = bytes((usage,)) * nr
     swap_range_alloc(si, nr)
     si.cq[b + C_COUNT] += nr
     return True
@@ -307,7 +313,7 @@ def cluster_alloc_range(si, ci: int, start: int, usage: int, order: int) -> bool
 def swap_range_alloc(si, nr: int) -> None:
     """Models ``swap_range_alloc()``."""
     if swap_usage_add(si, nr) and vm_swap_full(si):
-        si.devr.fetch_add(si.D["reclaim_work"] * 8, 1)      # schedule_work(&si->reclaim_work)
+        si.devr.fetch_add(si.d_reclaim_work, 1)      # schedule_work(&si->reclaim_work)
     si.devr.fetch_add(si.d_nr_swap, -nr)
 
 
@@ -399,19 +405,33 @@ def get_swap_page_of_type(si) -> int:
 
 def swap_sync_discard(si) -> bool:
     """Models ``swap_sync_discard()`` of [fix-discard]: discard now, outside the local lock."""
-    if si.devq[si.d_flags] & SWP_PAGE_DISCARD:
-        return swap_do_scheduled_discard(si)
-    return False
+    si.devr.lock(16, LockClass.SWAP_AVAIL_LOCK)
+    on_avail = si.devq[si.d_on_avail]
+    si.devr.unlock(16, LockClass.SWAP_AVAIL_LOCK)
+    ret = False
+    if on_avail and get_swap_device_info(si):
+        if si.devq[si.d_flags] & SWP_PAGE_DISCARD:
+            ret = swap_do_scheduled_discard(si)
+        put_swap_device(si)
+    return ret
 
 
 def swap_discard_work(si) -> bool:
     """Models ``swap_discard_work()``: the discard workqueue item."""
-    si.devr.store(si.D["discard_work"] * 8, 0)
+    si.devr.store(si.d_discard_work, 0)
     return swap_do_scheduled_discard(si)
+
+
+def flush_scheduled_work(si) -> None:
+    """``flush_work`` of both work items: run whichever a free or an allocation scheduled."""
+    if si.devr.load(si.d_discard_work):
+        swap_discard_work(si)
+    if si.devr.load(si.d_reclaim_work):
+        swap_reclaim_work(si)
 
 
 def swap_reclaim_work(si) -> None:
     """Models ``swap_reclaim_work()``: reclaim every FULL cluster's cache-only slots."""
-    si.devr.store(si.D["reclaim_work"] * 8, 0)
+    si.devr.store(si.d_reclaim_work, 0)
     swap_reclaim_full_clusters(si, True)
 

@@ -51,6 +51,7 @@ CLUSTER_FLAG_DISCARD = 5
 FLAG_NAMES = {0: "NONE", 1: "FREE", 2: "NONFULL", 3: "FRAG", 4: "FULL", 5: "DISCARD"}
 
 CI_LOCK = LockClass.CI_LOCK
+_WRITEOK_DISCARD = 2 | 8     # SWP_WRITEOK | SWP_PAGE_DISCARD (device.py; not imported: device imports us)
 
 
 class KernelBug(AssertionError):
@@ -186,6 +187,7 @@ def move_cluster(si, ci: int, lst: int, new_flags: int) -> None:
     si.si_lock()
     if flags == CLUSTER_FLAG_NONE:
         list_add_tail(si, lst, ci)
+        si.cq[b + C_LOST] = 0            # listed again: no longer lost, whatever lost it (§10 W2)
     else:
         list_del(si, list_of(si, ci), ci)
         list_add_tail(si, lst, ci)
@@ -258,13 +260,11 @@ def partial_free_cluster(si, ci: int) -> None:
 
 def free_cluster(si, ci: int) -> None:
     """Models ``free_cluster()``: to DISCARD (table kept) or straight to FREE."""
-    from .device import SWP_PAGE_DISCARD, SWP_WRITEOK
     b = ci * CW
     if si.cq[b + C_COUNT] or si.cq[b + C_FLAGS] == CLUSTER_FLAG_FREE:
         raise KernelBug(f"free_cluster: cluster {ci} count {si.cq[b + C_COUNT]} "
                         f"flag {FLAG_NAMES[si.cq[b + C_FLAGS]]}")
-    both = SWP_WRITEOK | SWP_PAGE_DISCARD
-    if si.devq[si.d_flags] & both == both:
+    if si.devq[si.d_flags] & _WRITEOK_DISCARD == _WRITEOK_DISCARD:
         swap_cluster_schedule_discard(si, ci)
         return
     __free_cluster(si, ci)
@@ -322,8 +322,10 @@ def swap_cluster_free_table(si, ci: int) -> None:
         si.warn(f"swap_cluster_free_table: cluster {ci} is not empty (count {si.cq[b + C_COUNT]})")
     table = si.cq[b + C_TABLE]
     if table == NULL_TABLE:
-        # Reference §10 W2: a stale isolator freeing a cluster whose table a sleeper dropped.
+        # Reference §10 W2: a stale isolator frees a cluster whose table a sleeper dropped.  The
+        # kernel's DEBUG_VM loop dereferences NULL here; kmem_cache_free(NULL) is a no-op.
         si.stat(Stat.NULL_TABLE_FREES)
+        si.warn(f"swap_cluster_free_table: cluster {ci} has a NULL table (reference §10 W2)")
         return
     if si.slab.table_has_entries(table):
         si.warn(f"swap_cluster_free_table: table {table} of cluster {ci} still has entries")

@@ -82,6 +82,12 @@ class SwapInfo:
         self.d_inuse = self.D["inuse_pages"] * 8
         self.d_nr_swap = self.D["nr_swap_pages"] * 8
         self.d_global_next = self.D["global_next"]
+        self.d_pages = self.D["pages"]
+        self.d_total = self.D["total_swap_pages"]
+        self.d_on_avail = self.D["on_avail"]
+        self.d_users = self.D["users"] * 8
+        self.d_discard_work = self.D["discard_work"] * 8
+        self.d_reclaim_work = self.D["reclaim_work"] * 8
         self.d_heads = self.D["heads"]
         self.pcp_words = shm.pcp_dt.itemsize // 8
         self.wk_words = shm.wk_dt.itemsize // 8
@@ -150,10 +156,6 @@ class SwapInfo:
         return self.pr.held_by_me(cpu * self.pcp_words * 8)
 
     # -- device words -----------------------------------------------------------------------------
-    @property
-    def flags(self) -> int:
-        return self.devq[self.d_flags]
-
     def si_lock(self) -> None:
         self.devr.lock(0, SI_LOCK)
 
@@ -163,14 +165,12 @@ class SwapInfo:
     def global_cluster_lock(self) -> None:
         self.devr.lock(8, GLOBAL_LOCK)
 
+    def writeok(self) -> bool:
+        return bool(self.devq[self.d_flags] & SWP_WRITEOK)
+
     def global_cluster_unlock(self) -> None:
         self.devr.unlock(8, GLOBAL_LOCK)
 
-    def head(self, lst: int) -> int:
-        return self.devq[self.d_heads + 3 * lst]
-
-    def writeok(self) -> bool:
-        return bool(self.devq[self.d_flags] & SWP_WRITEOK)
 
 
 # -- usage and the avail list (mm/swapfile.c) ---------------------------------------------------------
@@ -182,7 +182,7 @@ def swap_usage_in_pages(si: SwapInfo) -> int:
 
 def vm_swap_full(si: SwapInfo) -> bool:
     """Models ``vm_swap_full()``: more than half of the swap space is in use."""
-    return si.devr.load(si.d_nr_swap) * 2 < si.devq[si.D["total_swap_pages"]]
+    return si.devr.load(si.d_nr_swap) * 2 < si.devq[si.d_total]
 
 
 def del_from_avail_list(si: SwapInfo, swapoff: bool) -> None:
@@ -190,15 +190,14 @@ def del_from_avail_list(si: SwapInfo, swapoff: bool) -> None:
     si.devr.lock(16, AVAIL_LOCK)
     if swapoff:
         si.devq[si.d_flags] &= ~SWP_WRITEOK
-        si.devr.fetch_add(si.d_inuse, 0)
-        old = si.devr.load(si.d_inuse)
-        if not old & SWAP_USAGE_OFFLIST_BIT:
+        # atomic_long_or: the bit only ever changes under swap_avail_lock, held here
+        if not si.devr.load(si.d_inuse) & SWAP_USAGE_OFFLIST_BIT:
             si.devr.fetch_add(si.d_inuse, SWAP_USAGE_OFFLIST_BIT)
-        si.devq[si.D["on_avail"]] = 0
+        si.devq[si.d_on_avail] = 0
     else:
-        pages = si.devq[si.D["pages"]]
+        pages = si.devq[si.d_pages]
         if si.devr.cmpxchg(si.d_inuse, pages, pages | SWAP_USAGE_OFFLIST_BIT) == pages:
-            si.devq[si.D["on_avail"]] = 0
+            si.devq[si.d_on_avail] = 0
     si.devr.unlock(16, AVAIL_LOCK)
 
 
@@ -209,14 +208,14 @@ def add_to_avail_list(si: SwapInfo, swapon: bool) -> None:
         si.devq[si.d_flags] |= SWP_WRITEOK
     if si.devq[si.d_flags] & SWP_WRITEOK and si.devr.load(si.d_inuse) & SWAP_USAGE_OFFLIST_BIT:
         si.devr.fetch_add(si.d_inuse, -SWAP_USAGE_OFFLIST_BIT)
-        si.devq[si.D["on_avail"]] = 1
+        si.devq[si.d_on_avail] = 1
     si.devr.unlock(16, AVAIL_LOCK)
 
 
 def swap_usage_add(si: SwapInfo, nr: int) -> bool:
     """Models ``swap_usage_add()``; returns True if the device just became full."""
     new = si.devr.fetch_add(si.d_inuse, nr) + nr
-    if new == si.devq[si.D["pages"]]:
+    if new == si.devq[si.d_pages]:
         del_from_avail_list(si, False)
         return True
     return False
@@ -232,7 +231,7 @@ def swap_usage_sub(si: SwapInfo, nr: int) -> None:
 def get_swap_device_info(si: SwapInfo) -> bool:
     """Models ``get_swap_device_info()``: ``percpu_ref_tryget_live(&si->users)``."""
     si.wr.fetch_add(si.ref_word, 1)
-    if si.devr.load(si.D["users"] * 8):
+    if si.devr.load(si.d_users):
         si.wr.fetch_add(si.ref_word, -1)
         return False
     return True
@@ -328,6 +327,9 @@ def swapoff(si: SwapInfo, try_to_unuse, drain_timeout_s: float = 10.0) -> None:
     wait_for_allocation(si)
     try_to_unuse(si)
     _kill_users(si, drain_timeout_s)
+    si.rcu.synchronize_rcu()
+    from .allocator import flush_scheduled_work  # the allocator needs this module first
+    flush_scheduled_work(si)
     flush_percpu_swap_cluster(si)
     free_cluster_info(si)
     si.devq[si.d_flags] = 0

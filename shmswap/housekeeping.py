@@ -10,18 +10,14 @@ manager process calls it on its own schedule.
 
 from __future__ import annotations
 
-from .allocator import swap_discard_work, swap_reclaim_work
+from .allocator import flush_scheduled_work
 
 __all__ = ["run_pending_work"]
 
 
 def run_pending_work(system, grace_period: bool | None = None) -> None:
     """Run the scheduled work items; a grace period if asked, or (None) if frees wait for one."""
-    si = system.si
-    if si.devr.load(si.D["discard_work"] * 8):
-        swap_discard_work(si)
-    if si.devr.load(si.D["reclaim_work"] * 8):
-        swap_reclaim_work(si)
+    flush_scheduled_work(system.si)
     # Callbacks whose grace period already elapsed first: a reader inside its section must not
     # hold back memory that no longer needs it (and with ``--rcu none`` none needs one).
     system.slab.process_deferred()

@@ -260,14 +260,14 @@ def test_swap_cluster_free_table_needs_the_lock(system):
         swap_cluster_free_table(system.si, 0)
 
 
-def test_swap_cluster_free_table_of_a_null_table_is_counted(system):
+def test_swap_cluster_free_table_of_a_null_table_is_a_warning(system):
     si = system.si
     ci_lock(si, 5)
-    swap_cluster_free_table(si, 5)                  # reference §10 W2: tolerated, counted
+    swap_cluster_free_table(si, 5)                  # reference §10 W2: counted and WARNed
     ci_unlock(si, 5)
     assert stat(system, Stat.NULL_TABLE_FREES) == 1
     assert stat(system, Stat.TABLE_FREES) == 0
-    assert si.warnings == []
+    assert len(si.warnings) == 1 and "NULL table" in si.warnings[0]
 
 
 def test_swap_cluster_free_table_warns_on_entries_and_count(system):
