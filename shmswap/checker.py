@@ -35,7 +35,7 @@ from .cluster import (
     CLUSTER_FLAG_NONFULL,
     FLAG_NAMES,
 )
-from .device import SWAP_USAGE_COUNTER_MASK, SWAP_USAGE_OFFLIST_BIT, SWP_WRITEOK
+from .device import SWAP_USAGE_COUNTER_MASK, SWAP_USAGE_OFFLIST_BIT, SWP_WRITEOK, reserved_slots_per_cluster
 from .folio import PG_SWAPCACHE
 from .layout import LIST_DISCARD, LIST_FREE, LIST_FULL, LIST_NAMES, nr_lists
 from .slab import OBJ_FREE, OBJ_INUSE, OBJ_POOL, OBJ_RCU
@@ -213,13 +213,7 @@ class _Checker:
 
     # -- slots ------------------------------------------------------------------------------------------
     def reserved_per_cluster(self) -> np.ndarray:
-        cfg, spc, nrc = self.cfg, self.spc, self.nrc
-        res = np.zeros(nrc, dtype=np.int64)
-        res[0] += 1
-        bad = np.unique(np.asarray(cfg.bad_pages, dtype=np.int64))
-        np.add.at(res, bad // spc, 1)
-        res[-1] += nrc * spc - cfg.max_slots
-        return res
+        return reserved_slots_per_cluster(self.cfg)
 
     def padded_map(self) -> np.ndarray:
         m = self.shm.map_np
@@ -374,7 +368,7 @@ class _Checker:
     def check_warnings(self) -> None:
         n = int(self.shm.workers["stats"][:, Stat.WARNINGS].sum())
         if n:
-            shown = "; ".join(self.warnings[:5]) or "(messages in the workers' logs)"
+            shown = "; ".join(self.warnings[:5]) or "(no message text reached this process)"
             self.bad("no kernel WARN", "kernel", f"{n} WARN conditions met: {shown}")
 
     def run(self) -> CheckResult:

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--inject-bug", default="", help=argparse.SUPPRESS)
     r.add_argument("--start-method", default=d.start_method, help="fork|spawn|forkserver")
+    r.add_argument("--cache-only", type=float, default=d.cache_only,
+                   help="share of allocations left SWAP_HAS_CACHE-only (work for reclaim, folios for readers)")
     r.add_argument("--reader-delay-us", type=int, default=0,
                    help="hold CPU 0's lockless readers in their window up to N us (race window)")
     return p
@@ -72,7 +74,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
                   sleep_fail=a.sleep_fail, sleep_latency_us=a.sleep_latency_us, migrate=a.migrate,
                   migrate_to=a.migrate_to, watchdog_s=a.watchdog_s, pin=a.pin, strict=a.strict,
                   json=a.json, quiet=a.quiet, inject_bug=a.inject_bug, start_method=a.start_method,
-                  reader_delay_us=a.reader_delay_us)
+                  reader_delay_us=a.reader_delay_us, cache_only=a.cache_only)
 
 
 class _NoProgress:

@@ -250,6 +250,16 @@ def flush_percpu_swap_cluster(si: SwapInfo) -> None:
 
 # -- swapon ---------------------------------------------------------------------------------------------
 
+def reserved_slots_per_cluster(cfg: Config) -> np.ndarray:
+    """Slots ``inc_cluster_info_page`` counts at swapon: the header, bad pages, the last cluster's tail."""
+    spc, nrc = cfg.slots_per_cluster, cfg.nr_clusters
+    reserved = np.zeros(nrc, dtype=np.int64)
+    reserved[0] += 1
+    np.add.at(reserved, np.unique(np.asarray(cfg.bad_pages, dtype=np.int64)) // spc, 1)
+    reserved[-1] += nrc * spc - cfg.max_slots
+    return reserved
+
+
 def swapon(shm: SwapShm, slab) -> None:
     """Initialise a fresh device in the owner's segments (the swapon syscall, one device).
 
@@ -258,14 +268,10 @@ def swapon(shm: SwapShm, slab) -> None:
     index order), ``setup_swap_map`` and ``enable_swap_info``.
     """
     cfg = shm.cfg
-    spc, nrc, maxp = cfg.slots_per_cluster, cfg.nr_clusters, cfg.max_slots
+    nrc, maxp = cfg.nr_clusters, cfg.max_slots
     clu = shm.clu
-    # inc_cluster_info_page for slot 0, each bad page, and the tail [max, round_up(max, spc)).
-    reserved = np.zeros(nrc, dtype=np.int64)
-    reserved[0] += 1
+    reserved = reserved_slots_per_cluster(cfg)
     bad = np.unique(np.asarray(cfg.bad_pages, dtype=np.int64))
-    np.add.at(reserved, bad // spc, 1)
-    reserved[-1] += nrc * spc - maxp
     clu["count"] = reserved
     clu["order"] = 0
     clu["table"] = -1

@@ -117,6 +117,13 @@ class Folios:
     def folio_test_swapcache(self, f: int) -> bool:
         return bool(self.fq[self._base(f) + F_FLAGS] & PG_SWAPCACHE)
 
+    def folio_is_foreign(self, f: int, entry: int) -> bool:
+        """Cached for a different entry: what a recycled table or folio can show a reader."""
+        b = self._base(f)
+        nr = 1 << self.fq[b + F_ORDER]
+        swap = self.fq[b + F_SWAP]
+        return bool(self.fq[b + F_FLAGS] & PG_SWAPCACHE) and swap != 0 and swap != entry & ~(nr - 1)
+
     def folio_matches_swap_entry(self, f: int, entry: int) -> bool:
         """Models ``folio_matches_swap_entry()``: in the swap cache, at the aligned entry."""
         b = self._base(f)

@@ -26,20 +26,37 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.2f} MiB"
 
 
+# Config fields that are not options of ``shmswap run`` (library-only knobs) are echoed apart.
+_NOT_OPTIONS = ("json", "quiet", "bad_pages", "objs_per_slab_page", "lookup_ratio", "lockstat")
+
+
+def command_line(cfg: dict) -> str:
+    """The options that reproduce this run's configuration (workload streams, not interleavings)."""
+    parts = []
+    for k, v in cfg.items():
+        if k in _NOT_OPTIONS or v is None or v == "" or v is False:
+            continue
+        if k == "orders":
+            v = ",".join(f"{o}:{p:g}" for o, p in v.items())
+        if k == "seconds" and cfg.get("ops"):
+            continue
+        parts.append(f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}")
+    extra = {k: cfg[k] for k in ("bad_pages", "objs_per_slab_page", "lookup_ratio", "lockstat")
+             if k in cfg and cfg[k] not in ([], (), None)}
+    return " ".join(parts) + (f"  (library settings: {extra})" if extra else "")
+
+
 def render(res: Result, strict: bool = False) -> str:
     cfg = res.config
-    out: list[str] = []
-    args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in cfg.items()
-                    if k not in ("json", "quiet", "strict", "pin", "bad_pages") and v not in (None, "", False))
-    out.append(f"shmswap run {args}")
+    out: list[str] = [f"shmswap run {command_line(cfg)}"]
     out.append(f"variant: {', '.join(f'{k}={v}' for k, v in res.variant.items())}")
     for note in res.notes:
         out.append(f"note: {note}")
     ops = res.ops
     out.append("")
     out.append(f"throughput: {res.throughput_ops_per_s:,.0f} ops/s over {res.duration_s:.2f} s "
-               f"(alloc {ops['alloc']:,}, alloc failed {ops['alloc_failed']:,}, free slots {ops['free']:,}, "
-               f"lookups {ops['lookup']:,})")
+               f"({ops['steps']:,} operations: alloc {ops['alloc']:,}, alloc failed {ops['alloc_failed']:,}, "
+               f"free {ops['free']:,}, lookups {ops['lookup']:,}; slots freed {ops['free_slots']:,})")
     out.append(f"  fast-path hits {ops['fast_path_hits']:,}, slow path {ops['slow_path']:,}, "
                f"trylock skips {ops['trylock_skips']:,}, reclaimed slots {ops['reclaimed_slots']:,}, "
                f"discarded clusters {ops['discards']:,}")
@@ -52,23 +69,25 @@ def render(res: Result, strict: bool = False) -> str:
     t = res.tables
     out.append("")
     out.append(f"swap tables: live {t['live']:,}, peak {t['peak']:,} ({_mib(t['bytes_peak'])}) vs static "
-               f"{t['static_equivalent']:,} ({_mib(t['bytes_static'])}); allocs atomic {t['atomic_allocs']:,}, "
-               f"sleeping {t['sleep_allocs']:,}, failed {t['alloc_failures']:,}; frees {t['frees']:,}, "
-               f"deferred {t['deferred_frees']:,}, freed unused {t['unused_freed']:,}")
+               f"{t['static_equivalent']:,} ({_mib(t['bytes_static'])}); allocated atomically {t['atomic_allocs']:,}, "
+               f"by sleeping {t['sleep_allocs']:,}, failed attempts {t['alloc_failures']:,}; frees {t['frees']:,} "
+               f"(freed unused {t['unused_freed']:,}, of a NULL table {t['null_table_frees']:,}); deferred to a "
+               f"grace period {t['deferred_frees']:,}, pages back to the pool {t['pages_returned']:,}")
     m = res.migration
     out.append(f"sleep path (swap_cluster_alloc_table): atomic failures {m['atomic_failures']:,}, "
                f"slept {m['sleeps']:,}, migrated {m['migrated']:,}, used per-CPU cluster {m['used_percpu_cluster']:,}, "
                f"installed {m['installed']:,}, already had a table {m['already_had_table']:,}, "
                f"returned NULL {m['returned_null']:,}, clusters lost {m['lost_clusters']:,}")
     r = res.rcu
-    out.append(f"RCU: {r['grace_periods']:,} grace periods (mean {r['gp_latency_us_mean']:.0f} us, max "
-               f"{r['gp_latency_us_max']:.0f} us), {r['reader_sections']:,} reader sections, pipe ages "
+    out.append(f"RCU: {r['grace_periods']:,} grace periods (latency p50 {r['gp_latency_us_p50']:.0f} us, p99 "
+               f"{r['gp_latency_us_p99']:.0f} us, max {r['gp_latency_us_max']:.0f} us), {r['reader_sections']:,} "
+               f"reader sections; pipe ages (grace periods since the table read was freed: 0,1,2,3,4+) "
                f"{r['pipe_histogram']}")
     o = res.oracles
     verdict = "clean" if not res.oracle_failures else "FAILED"
-    out.append(f"oracles: {verdict}: freed-memory reads {o['freed_memory_reads']}, wrong folio accepted "
-               f"{o['wrong_owner_accepted']}, reads older than a grace period {o['pipe_too_old']}; "
-               f"foreign folios rejected by readers {o['foreign_folios_rejected']}")
+    out.append(f"oracles: {verdict}: freed-memory reads {o['freed_memory_reads']}, foreign folio accepted "
+               f"{o['wrong_owner_accepted']}, reads 2+ grace periods after the free {o['pipe_too_old']}; "
+               f"foreign folios rejected by validating readers {o['foreign_folios_rejected']}")
     out.append("")
     chk = res.check
     out.append(f"invariants checked: {', '.join(chk.checked)}")

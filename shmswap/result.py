@@ -35,8 +35,8 @@ class Result:
 
     @property
     def throughput_ops_per_s(self) -> float:
-        total = self.ops["alloc"] + self.ops["free"] + self.ops["lookup"]
-        return total / self.duration_s if self.duration_s > 0 else 0.0
+        """Workload operations (allocations, frees, lookups, failed ones included) per second."""
+        return self.ops.get("steps", 0) / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
     def oracle_failures(self) -> int:
@@ -86,7 +86,8 @@ def collect(system, check: CheckResult, duration_s: float, notes: list[str] | No
     gps = int(rcu_hdr["gps"])
     pipe = shm.readers["pipe"].sum(axis=0)
     ops = {"alloc": _sum(stats, Stat.ALLOC), "alloc_failed": _sum(stats, Stat.ALLOC_FAILED),
-           "free": _sum(stats, Stat.FREE), "lookup": _sum(stats, Stat.LOOKUP),
+           "free": _sum(stats, Stat.FREE_OPS), "free_slots": _sum(stats, Stat.FREE),
+           "lookup": _sum(stats, Stat.LOOKUP),
            "fast_path_hits": _sum(stats, Stat.FAST_HIT), "slow_path": _sum(stats, Stat.SLOW_PATH),
            "steps": _sum(stats, Stat.OPS), "trylock_skips": _sum(stats, Stat.TRYLOCK_SKIPS),
            "reclaimed_slots": _sum(stats, Stat.RECLAIMED_SLOTS), "discards": _sum(stats, Stat.DISCARDS)}
@@ -108,6 +109,7 @@ def collect(system, check: CheckResult, duration_s: float, notes: list[str] | No
            "gp_latency_us_p99": float(np.percentile(lat, 99)) if len(lat) else 0.0,
            "gp_latency_us_mean": (int(rcu_hdr["gp_ns_total"]) / gps / 1000) if gps else 0.0,
            "gp_latency_us_max": int(rcu_hdr["gp_ns_max"]) / 1000,
+           "gp_latency_sample": len(lat),
            "reader_sections": int(shm.readers["sections"].sum()),
            "pipe_histogram": [int(x) for x in pipe],
            "freed_memory_reads": _sum(stats, Stat.FREED_MEMORY_READS),

@@ -16,7 +16,7 @@ class Stat(IntEnum):
     # workload operations
     ALLOC = 0                # folio_alloc_swap succeeded
     ALLOC_FAILED = 1         # folio_alloc_swap found nothing
-    FREE = 2                 # slots freed (entries, counted per call)
+    FREE = 2                 # slots freed by swap_entries_free (per slot, any caller)
     LOOKUP = 3               # lockless swap-cache lookups
     FAST_HIT = 4             # swap_alloc_fast found a slot
     SLOW_PATH = 5            # swap_alloc_slow entered
@@ -38,15 +38,14 @@ class Stat(IntEnum):
     RECLAIM_FULL = 19        # swap_reclaim_full_clusters passes
     RECLAIMED_SLOTS = 20     # slots reclaimed from HAS_CACHE-only
     DISCARDS = 21            # clusters discarded
-    RCU_READERS = 22         # read-side critical sections
     FREED_MEMORY_READS = 23  # a reader touched a poisoned table object (oracle)
     WRONG_OWNER_ACCEPTED = 24  # a reader accepted a folio not for its entry (oracle)
     FOREIGN_REJECTED = 25    # a reader saw a foreign folio and rejected it (correct behaviour)
-    GRACE_PERIODS = 26       # grace periods this worker drove
     OPS = 27                 # workload steps done
     WARNINGS = 28            # WARN / VM_WARN conditions met (each is a violation unless expected)
     NULL_TABLE_FREES = 29    # swap_cluster_free_table on a cluster whose table is NULL (§10 W2)
     PIPE_TOO_OLD = 30        # a reader saw a table freed two or more grace periods earlier
+    FREE_OPS = 31            # workload free operations (one allocation record released)
 
 
 N_STATS = 32  # room for a few more without changing the layout

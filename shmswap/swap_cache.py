@@ -35,7 +35,11 @@ def _split(si, entry: int) -> tuple[int, int]:
 
 
 def swap_cache_get_folio(si, entry: int) -> int:
-    """Models ``swap_cache_get_folio()``: a referenced folio, or -1; the caller must validate it."""
+    """Models ``swap_cache_get_folio()``: a referenced folio, or -1; the caller must validate it.
+
+    The kernel retries a failed ``folio_try_get`` for as long as it takes; the model gives up after
+    ``_TRY_GET_RETRIES`` and reports no folio (a lookup that then finds nothing).
+    """
     ci, off = _split(si, entry)
     for _ in range(_TRY_GET_RETRIES):
         tb = swap_table_get(si, ci, off)

@@ -24,7 +24,7 @@ from .cluster import (
     lockdep_assert_held,
     partial_free_cluster,
 )
-from .device import get_swap_device_info, put_swap_device, swap_usage_sub
+from .device import SWAP_MAP_BAD, get_swap_device_info, put_swap_device, swap_usage_sub
 from .stats import Stat
 from .swap_cache import __swap_cache_clear_shadow
 
@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 SWAP_MAP_MAX = 0x3E
-SWAP_MAP_BAD = 0x3F
 SWAP_HAS_CACHE = 0x40
 SWAP_MAP_SHMEM = 0xBF
 
@@ -144,22 +143,23 @@ def swap_entries_put_map(si, entry: int, nr: int) -> None:
 
 
 def free_swap_and_cache_nr(si, entry: int, nr: int) -> None:
-    """Models ``free_swap_and_cache_nr()``: a page-table zap of ``nr`` entries.
+    """Models ``free_swap_and_cache_nr()``: a page-table zap of ``nr`` entries (one cluster).
 
-    Slots left with only SWAP_HAS_CACHE are reclaimed at once when swap is full
-    (``TTRS_UNMAPPED | TTRS_FULL``); otherwise they stay cache-only for reclaim to find.
+    Slots left with only SWAP_HAS_CACHE are then reclaimed (``TTRS_UNMAPPED | TTRS_FULL``; the
+    model's folios are never mapped, so that is whenever the folio lock can be had); a folio whose
+    lock is held, as its owner's is until writeback, stays cache-only for reclaim to find later.
     """
-    from .allocator import __try_to_reclaim_swap
+    from .allocator import __try_to_reclaim_swap  # the allocator imports this module
     if not get_swap_device_info(si):
         return
     swap_entries_put_map(si, entry, nr)
-    s, end = entry, entry + nr
-    while s < end:
+    offset, end = entry, entry + nr
+    while offset < end:
         step = 1
-        if si.map[s] == SWAP_HAS_CACHE:
-            n = __try_to_reclaim_swap(si, s, TTRS_UNMAPPED | TTRS_FULL)
-            step = max(abs(n), 1) if n else 1
-        s += step
+        if si.map[offset] == SWAP_HAS_CACHE:
+            n = abs(__try_to_reclaim_swap(si, offset, TTRS_UNMAPPED | TTRS_FULL)) or 1
+            step = -(-(offset + 1) // n) * n - offset          # ALIGN(offset + 1, n) - offset
+        offset += step
     put_swap_device(si)
 
 

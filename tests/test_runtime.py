@@ -20,7 +20,7 @@ PKG_PARENT = str(Path(shmswap.__file__).resolve().parent.parent)
 SMALL = ["--size", "64M", "--seconds", "1.5", "--quiet"]
 # A tiny device with fast table churn and one slow reader held in its window (the recycle window).
 ORACLE = ["--size", "1M", "--slots-per-cluster", "8", "--orders", "0:1", "--fill", "0.05", "--seconds", "3",
-          "--reader-delay-us", "20000", "--quiet"]
+          "--cache-only", "0.5", "--reader-delay-us", "5000", "--quiet"]
 
 
 def _env() -> dict:
@@ -244,7 +244,7 @@ def test_stopped_worker_is_reported_stuck(tmp_path):
 
 def test_reader_killed_in_its_section_does_not_stall_grace_periods(tmp_path):
     p = _start(["--seconds", "60", "--size", "1M", "--slots-per-cluster", "8", "--orders", "0:1", "--fill", "0.05",
-                "--reader-delay-us", "200000"], tmp_path)
+                "--cache-only", "0.5", "--reader-delay-us", "500000"], tmp_path)
     victim = _wait_for("shmswap-cpu0")
     time.sleep(1.5)
     victim.kill()

@@ -53,12 +53,24 @@ def _reader_window_hook(system, max_s: float):
     oracles are there to catch is made to happen, not hoped for.  A correct RCU keeps the page-mode
     case from ever happening while the reader waits, so that reader just waits out ``max_s``.
     """
+    from shmswap.folio import PG_SWAPCACHE
     from shmswap.slab import OBJ_POOL
-    objs, tables = system.shm.objs, system.shm.tables_np
+    objs, tables, folios = system.shm.objs, system.shm.tables_np, system.shm.folios
     page_mode = system.slab.mode == "page"
 
+    def cached_folio(tb: int) -> bool:
+        """A folio entry whose folio is published in the swap cache (flags set after the entry)."""
+        return bool(tb) and not tb & 1 and bool(folios["flags"][(tb >> 3) - 1] & PG_SWAPCACHE)
+
+    si = system.si
+
+    def own(table: int) -> bool:
+        """The table of a cluster this CPU allocates from: it cannot be freed while we wait here."""
+        owner = int(objs["owner"][table])
+        return any(si.pcp_offset(si.task.cpu, o) >> si.spc_shift == owner for o in range(si.nr_orders))
+
     def hook(kind: int, table: int, off: int) -> None:
-        if kind != Point.READER:
+        if kind != Point.READER or own(table):
             return
         gen0 = int(objs["gen"][table])
         deadline = time.monotonic() + max_s
@@ -66,7 +78,7 @@ def _reader_window_hook(system, max_s: float):
             if objs["state"][table] == OBJ_POOL:
                 return
             tb = int(tables[table, off])
-            if objs["gen"][table] != gen0 and (page_mode or (tb and not tb & 1)):
+            if objs["gen"][table] != gen0 and (page_mode or cached_folio(tb)):
                 return
             time.sleep(0.0001)
     return hook

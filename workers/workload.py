@@ -29,7 +29,7 @@ from shmswap.cluster import ci_lock, ci_unlock
 from shmswap.config import Config
 from shmswap.stats import Stat
 from shmswap.swap_cache import __swap_cache_del_folio as del_folio_locked  # no mangling in the class
-from shmswap.swap_cache import swap_cache_del_folio, swap_cache_get_folio, swap_cache_get_shadow
+from shmswap.swap_cache import swap_cache_del_folio, swap_cache_get_folio
 from shmswap.swap_free import free_swap_and_cache_nr, put_swap_folio, swap_duplicate
 
 __all__ = ["Workload", "release_record", "drain_handoff", "OP_IDLE", "OP_ALLOC", "OP_FREE", "OP_LOOKUP", "OP_NAMES"]
@@ -147,6 +147,7 @@ class Workload:
     def free(self) -> None:
         si = self.si
         si.set_rec_op(OP_FREE)
+        si.stat(Stat.FREE_OPS)
         if self.handoff is not None and self.rng.random() < HANDOFF_TAKE:
             rec = self.handoff.pop()
             if rec is not None:
@@ -179,22 +180,33 @@ class Workload:
         elif self.live and pick < 2 / 3:
             entry = self.live[rng.randrange(len(self.live))][0]
         else:
-            # Readahead: a neighbour of one of ours, likely in a cluster another CPU is recycling.
-            base = self.live[rng.randrange(len(self.live))][0] if self.live else rng.randrange(1, si.max)
-            entry = min(max(1, base + rng.randrange(-4 * si.spc, 4 * si.spc)), si.max - 1)
+            # Any entry of the device, as a readahead over another process's swap would: often in a
+            # cluster another CPU is recycling (or in a free one, whose NULL table ends the lookup).
+            entry = rng.randrange(1, si.max)
         si.stat(Stat.LOOKUP)
         folio = swap_cache_get_folio(si, entry)
         if folio >= 0:
-            matches = folios.folio_matches_swap_entry(folio, entry)
-            if not matches:
-                if self.broken_reader:
-                    si.stat(Stat.WRONG_OWNER_ACCEPTED)
-                else:
-                    si.stat(Stat.FOREIGN_REJECTED)
+            self.validate(folio, entry)
             folios.folio_put(folio)
-        else:
-            swap_cache_get_shadow(si, entry)
         si.set_rec_op(OP_IDLE)
+
+    def validate(self, folio: int, entry: int) -> None:
+        """What a swap-in does with a folio from a lockless lookup: lock it, check it is ours.
+
+        A folio now cached for another entry is foreign (a recycled table or folio handed it
+        over); the broken reader skips the check and uses it.  One that merely left the swap
+        cache meanwhile is stale, and is dropped by both.
+        """
+        folios, si = self.folios, self.si
+        if self.broken_reader:
+            if folios.folio_is_foreign(folio, entry):
+                si.stat(Stat.WRONG_OWNER_ACCEPTED)
+            return
+        if not folios.folio_trylock(folio):
+            return                      # busy: a real swap-in would wait, then look again
+        if folios.folio_is_foreign(folio, entry):
+            si.stat(Stat.FOREIGN_REJECTED)
+        folios.folio_unlock(folio)
 
     def release_all(self) -> None:
         """Free everything this worker holds (try_to_unuse's share of this CPU)."""
