@@ -240,8 +240,12 @@ class _Checker:
         offlist = bool(inuse & SWAP_USAGE_OFFLIST_BIT)
         should = writeok and used < int(dev["pages"])
         if bool(dev["on_avail"]) != should or offlist == should:
+            hint = ""
+            if bool(dev["on_avail"]) and used >= int(dev["pages"]):
+                hint = (" (a free's add_to_avail_list raced with allocations that filled the device again: "
+                        "its re-check compares the value read before the bit was cleared, reference §2.5)")
             self.bad("I-avail", "swap_avail_list", f"on_avail={int(dev['on_avail'])} OFFLIST={offlist} "
-                     f"but WRITEOK={writeok} and inuse {used} of {int(dev['pages'])} pages")
+                     f"but WRITEOK={writeok} and inuse {used} of {int(dev['pages'])} pages{hint}")
         self.check_tables(grid)
 
     def check_tables(self, grid: np.ndarray) -> None:
