@@ -62,7 +62,7 @@ def run_multiprocess(cfg: Config, progress=None) -> Result:
             p.start()
             workers.append(p)
         ctl.send(("pids", [p.pid for p in workers]))
-        result = _await_result(ctl, manager, progress)
+        result = _await_result(ctl, manager, progress, silence_s=max(120.0, 10 * cfg.watchdog_s))
         finished = True
         return result
     finally:
@@ -82,11 +82,14 @@ def _await_names(ctl, manager) -> dict[str, str]:
     raise RunAborted("the manager did not swapon in time")
 
 
-def _await_result(ctl, manager, progress) -> Result:
+def _await_result(ctl, manager, progress, silence_s: float) -> Result:
+    """Wait for the manager's result; a manager silent for ``silence_s`` is declared hung."""
     interrupted = False
+    heard = time.monotonic()
     while True:
         try:
             if ctl.poll(0.05):
+                heard = time.monotonic()
                 kind, *payload = ctl.recv()
                 if kind == "progress" and progress is not None:
                     progress(*payload)
@@ -97,6 +100,9 @@ def _await_result(ctl, manager, progress) -> Result:
             elif not manager.is_alive():
                 raise RunAborted(f"the manager died (exit status {manager.exitcode}); workers stopped, "
                                  "segments unlinked")
+            elif time.monotonic() - heard > silence_s:
+                raise RunAborted(f"the manager sent nothing for {silence_s:g} s: declared hung; everything "
+                                 "killed, segments unlinked")
         except KeyboardInterrupt:
             if interrupted:
                 raise RunAborted("interrupted twice: aborted") from None

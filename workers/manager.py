@@ -280,6 +280,7 @@ class Manager:
 
     # -- the end of a run --------------------------------------------------------------------------------
     def _finish(self, duration: float):
+        self._send(("phase", "checking invariants"))
         system, si = self.system, self.system.si
         si.switch_to(self.task)
         if not self.events:
@@ -327,6 +328,7 @@ class Manager:
             run_pending_work(system)
 
         si.switch_to(self.task)
+        self._send(("phase", "swapoff"))
         warned = len(si.warnings) + len(self.worker_warnings)
         try:
             swapoff(si, try_to_unuse)
