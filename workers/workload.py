@@ -27,6 +27,7 @@ from collections import deque
 from shmswap.allocator import folio_alloc_swap
 from shmswap.cluster import ci_lock, ci_unlock
 from shmswap.config import Config
+from shmswap.device import swap_usage_in_pages
 from shmswap.stats import Stat
 from shmswap.swap_cache import __swap_cache_del_folio as del_folio_locked  # no mangling in the class
 from shmswap.swap_cache import swap_cache_del_folio, swap_cache_get_folio
@@ -39,10 +40,13 @@ OP_NAMES = {OP_IDLE: "idle", OP_ALLOC: "allocating", OP_FREE: "freeing", OP_LOOK
 
 SWAPPED, CACHE_ONLY = 0, 1
 _RECENT = 64
-# Below the target fill a step allocates a little more often than it frees, above it a little
-# less: the live set is a window sliding over the device, so old clusters empty out (and give
-# their tables back) from the first seconds, not only once the device is full.
-ALLOC_BELOW, ALLOC_ABOVE = 0.6, 0.4
+# The CPUs fill the device towards the target (allocating a little more often than freeing), then
+# drain it to half of that (freeing, oldest first, much more often), and again: memory pressure
+# that comes and goes.  Steady mixing alone would not free clusters: the allocator refills the
+# holes frees leave (nonfull clusters come first in its search), so a cluster empties, and its
+# table goes, only while frees outpace refills on every CPU, as when processes exit.
+ALLOC_FILLING, ALLOC_DRAINING = 0.6, 0.2
+DRAIN_TO = 0.5           # having reached the target fill, free (oldest first) down to half of it
 FIFO_FREE = 0.8
 HANDOFF = 0.1            # share of allocations published for another CPU to free
 HANDOFF_TAKE = 0.5       # share of frees that first take from the ring, so it stays short
@@ -89,6 +93,8 @@ class Workload:
         self.broken_reader = cfg.reader == "broken"
         self.shadow = 0
         self.handoff = handoff
+        self.draining = False
+        self.device_target = int(cfg.fill * (cfg.max_slots - 1 - len(cfg.bad_pages)))
 
     # -- one step ------------------------------------------------------------------------------------
     def step(self) -> None:
@@ -96,10 +102,16 @@ class Workload:
         r = rng.random()
         if r < self.cfg.lookup_ratio / (1.0 + self.cfg.lookup_ratio):
             self.lookup()
-        elif not self.live or rng.random() < (ALLOC_BELOW if self.used < self.target else ALLOC_ABOVE):
-            self.alloc()
         else:
-            self.free()
+            used = swap_usage_in_pages(self.si)        # the device's fill, the same for every CPU
+            if used >= self.device_target:
+                self.draining = True
+            elif used <= self.device_target * DRAIN_TO:
+                self.draining = False
+            if not self.live or rng.random() < (ALLOC_DRAINING if self.draining else ALLOC_FILLING):
+                self.alloc()
+            else:
+                self.free()
         self.si.stat(Stat.OPS)
 
     def alloc(self) -> int:
