@@ -23,14 +23,13 @@ import pytest
 from shmswap import _prim
 from shmswap.allocator import folio_alloc_swap
 from shmswap.checker import CheckResult, check
-from shmswap.cluster import ci_lock, ci_unlock
 from shmswap.config import PAGE_SIZE, Config
 from shmswap.shm import leftover_segments
 from shmswap.stats import Stat
-from shmswap.swap_cache import __swap_cache_del_folio as swap_cache_del_folio_locked
 from shmswap.swap_cache import swap_cache_del_folio
-from shmswap.swap_free import free_swap_and_cache_nr, put_swap_folio, swap_duplicate
+from shmswap.swap_free import free_swap_and_cache_nr, swap_duplicate
 from shmswap.system import SwapSystem
+from workers.workload import writeback_folio
 
 SPC = 8
 NR_CLUSTERS = 16
@@ -112,15 +111,7 @@ def alloc_folio(system: SwapSystem, order: int = 0, state: str = SWAPPED) -> int
 
 def writeback(system: SwapSystem, folio: int, entry: int, shadow: int) -> None:
     """Writeback done: the folio leaves the swap cache with a shadow, then goes (vmscan's path)."""
-    si, folios = system.si, system.folios
-    nr = 1 << folios.order(folio)
-    ci = entry >> si.spc_shift
-    ci_lock(si, ci)
-    swap_cache_del_folio_locked(si, ci, folio, entry, shadow)
-    ci_unlock(si, ci)
-    put_swap_folio(si, folio, entry)
-    folios.folio_unlock(folio)
-    folios.folio_put(folio, nr + 1)
+    writeback_folio(system.si, system.folios, folio, entry, shadow)
 
 
 def release(system: SwapSystem, entry: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from shmswap.cluster import ci_lock, ci_unlock
+
 
 def walk(system, lst: int) -> list[int]:
     """Cluster indices on list ``lst``, head to tail; the head's length must agree."""
@@ -12,3 +14,12 @@ def walk(system, lst: int) -> list[int]:
         c = int(system.shm.clu["next"][c])
     assert len(out) == int(system.shm.dev["heads"][lst][2])
     return out
+
+
+def hold_cluster_lock(system, ci: int, held, done) -> None:
+    """In a child process: take cluster ``ci``'s lock as worker 1 until ``done`` is set."""
+    system.si.switch_to(system.tasks[1])
+    ci_lock(system.si, ci)
+    held.set()
+    done.wait(20)
+    ci_unlock(system.si, ci)

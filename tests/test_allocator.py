@@ -18,7 +18,7 @@ from conftest import (
     run_check,
     stat,
 )
-from helpers import walk
+from helpers import hold_cluster_lock, walk
 
 from shmswap import preempt
 from shmswap.allocator import (
@@ -157,18 +157,11 @@ def test_allocator_skips_a_busy_nonfull_cluster(system):
     assert_clean(s)
 
 
-def _hold(system, ci, held, done):
-    system.si.switch_to(system.tasks[1])
-    ci_lock(system.si, ci)
-    held.set()
-    done.wait(20)
-    ci_unlock(system.si, ci)
-
 
 def test_allocator_skips_a_cluster_locked_by_another_process(system):
     s = system
     held, done = CTX.Event(), CTX.Event()
-    p = CTX.Process(target=_hold, args=(s, 1, held, done))
+    p = CTX.Process(target=hold_cluster_lock, args=(s, 1, held, done))
     p.start()
     try:
         assert held.wait(20)

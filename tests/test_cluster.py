@@ -3,7 +3,7 @@
 import multiprocess as mp
 import pytest
 from conftest import SWAPPED, alloc_folio, assert_clean, release, run_check, stat
-from helpers import walk
+from helpers import hold_cluster_lock, walk
 
 from shmswap import _prim
 from shmswap.cluster import (
@@ -175,18 +175,11 @@ def test_isolate_lock_cluster_skips_a_cluster_locked_by_another_worker(system):
     assert_clean(system)
 
 
-def _hold_cluster_lock(system, ci, held, done):
-    system.si.switch_to(system.tasks[1])
-    ci_lock(system.si, ci)
-    held.set()
-    done.wait(20)
-    ci_unlock(system.si, ci)
-
 
 def test_isolate_lock_cluster_skips_a_cluster_locked_by_another_process(system):
     si = system.si
     held, done = CTX.Event(), CTX.Event()
-    p = CTX.Process(target=_hold_cluster_lock, args=(system, 1, held, done))
+    p = CTX.Process(target=hold_cluster_lock, args=(system, 1, held, done))
     p.start()
     try:
         assert held.wait(20)

@@ -33,7 +33,8 @@ from shmswap.swap_cache import __swap_cache_del_folio as del_folio_locked  # no 
 from shmswap.swap_cache import swap_cache_del_folio, swap_cache_get_folio
 from shmswap.swap_free import free_swap_and_cache_nr, put_swap_folio, swap_duplicate
 
-__all__ = ["Workload", "release_record", "drain_handoff", "OP_IDLE", "OP_ALLOC", "OP_FREE", "OP_LOOKUP", "OP_NAMES"]
+__all__ = ["Workload", "release_record", "drain_handoff", "writeback_folio",
+           "OP_IDLE", "OP_ALLOC", "OP_FREE", "OP_LOOKUP", "OP_NAMES"]
 
 OP_IDLE, OP_ALLOC, OP_FREE, OP_LOOKUP = 0, 1, 2, 3
 OP_NAMES = {OP_IDLE: "idle", OP_ALLOC: "allocating", OP_FREE: "freeing", OP_LOOKUP: "looking up"}
@@ -64,6 +65,18 @@ def release_record(si, folios, rec: list[int]) -> None:
         swap_cache_del_folio(si, folio)       # folio_free_swap: no map count left
     folios.folio_unlock(folio)
     folios.folio_put(folio)
+
+
+def writeback_folio(si, folios, folio: int, entry: int, shadow: int) -> None:
+    """Writeback done (vmscan's path): the locked folio leaves the swap cache, a shadow stays,
+    SWAP_HAS_CACHE is dropped, and the folio goes with the cache's and the owner's references."""
+    ci = entry >> si.spc_shift
+    ci_lock(si, ci)
+    del_folio_locked(si, ci, folio, entry, shadow)
+    ci_unlock(si, ci)
+    put_swap_folio(si, folio, entry)
+    folios.folio_unlock(folio)
+    folios.folio_put(folio, (1 << folios.order(folio)) + 1)
 
 
 def drain_handoff(si, folios, handoff) -> int:
@@ -145,16 +158,8 @@ class Workload:
         return entry
 
     def writeback(self, folio: int, entry: int, nr: int) -> None:
-        """Writeback done: the folio leaves the swap cache, a shadow stays (vmscan's path)."""
-        si, folios = self.si, self.folios
-        ci = entry >> si.spc_shift
         self.shadow += 1
-        ci_lock(si, ci)
-        del_folio_locked(si, ci, folio, entry, self.shadow)
-        ci_unlock(si, ci)
-        put_swap_folio(si, folio, entry)
-        folios.folio_unlock(folio)
-        folios.folio_put(folio, nr + 1)
+        writeback_folio(self.si, self.folios, folio, entry, self.shadow)
 
     def free(self) -> None:
         si = self.si
