@@ -11,7 +11,11 @@ import argparse
 import json
 import sys
 
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
 from .config import Config, ConfigError
+from .report import render
+from .runner.driver import RunAborted, run_multiprocess
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -89,7 +93,6 @@ class _RichProgress:
     """A rich progress bar over the run's time or operation budget (terminals only)."""
 
     def __init__(self, cfg: Config) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
         self.cfg = cfg
         self.bar = Progress(TextColumn("shmswap run"), BarColumn(), TextColumn("{task.description}"),
                             TimeElapsedColumn(), transient=True)
@@ -128,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             sys.stderr.write(f"shmswap: error: --json: cannot write {cfg.json!r}: {e.strerror}\n")
             return 2
-    from .report import render
-    from .runtime import RunAborted, run_multiprocess
     try:
         with _progress(cfg) as progress:
             res = run_multiprocess(cfg, progress)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .checker import CheckResult
-from .locks import lockstat_by_class
-from .stats import Stat
+from .checks.checker import CheckResult
+from .substrate.locks import lockstat_by_class
+from .substrate.stats import Stat
 
 __all__ = ["Result", "collect"]
 

@@ -26,16 +26,13 @@ import numpy as np
 import psutil
 from multiprocess.connection import wait
 
-from shmswap import _prim
-from shmswap.checker import Violation, check
 from shmswap.config import Config
-from shmswap.control import STATE_NAMES, W_ABORTED, W_FAILED, W_PARKED, W_RELEASED, W_RUNNING, Control
-from shmswap.device import account_swapoff, swapoff
-from shmswap.housekeeping import run_pending_work
-from shmswap.locks import LockClass
-from shmswap.proc import set_comm
-from shmswap.result import collect
-from shmswap.system import SwapSystem
+from shmswap.finish import finish_run
+from shmswap.model import Model
+from shmswap.substrate import _prim
+from shmswap.substrate.control import STATE_NAMES, W_ABORTED, W_FAILED, W_PARKED, W_RELEASED, W_RUNNING, Control
+from shmswap.substrate.locks import LockClass
+from shmswap.substrate.proc import set_comm
 from workers.workload import OP_NAMES, drain_handoff
 
 __all__ = ["manager_main", "Manager"]
@@ -51,11 +48,12 @@ def manager_main(cfg: Config, n_workers: int, ctl_conn, worker_conns: list, driv
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_comm("shmswap-mgr")
     _prim.set_hook(None)
-    system = None
+    model = None
+    watch = Watch(cfg.cpus)
     try:
-        system = SwapSystem.create(cfg, n_workers=n_workers)
-        ctl_conn.send(("names", system.shm.names()))
-        result = Manager(system, cfg, ctl_conn, worker_conns, driver_pid).run()
+        model = Model.owner(cfg, n_workers, supervisor=watch)
+        ctl_conn.send(("names", model.system.shm.names()))
+        result = Manager(model, cfg, ctl_conn, worker_conns, driver_pid, watch).run()
         ctl_conn.send(("result", result))
     except BaseException:
         try:
@@ -63,19 +61,44 @@ def manager_main(cfg: Config, n_workers: int, ctl_conn, worker_conns: list, driv
         except (OSError, ValueError):
             pass
     finally:
-        if system is not None:
-            system.close()
+        if model is not None:
+            model.close()
+
+
+class Watch:
+    """What the manager's RCU asks its watchdog: is a reader alive, is the run aborting."""
+
+    def __init__(self, ncpu: int) -> None:
+        self.ncpu = ncpu
+        self.pids: list[int] = []
+        self.ctl: Control | None = None
+
+    def reader_alive(self, w: int) -> bool:
+        return w >= self.ncpu or not self.pids or _pid_alive(self.pids[w])
+
+    def aborting(self) -> bool:
+        return self.ctl is not None and self.ctl.aborted()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class Manager:
-    def __init__(self, system: SwapSystem, cfg: Config, ctl_conn, worker_conns: list, driver_pid: int) -> None:
-        self.system, self.cfg = system, cfg
+    def __init__(self, model: Model, cfg: Config, ctl_conn, worker_conns: list, driver_pid: int,
+                 watch: Watch) -> None:
+        self.model, self.system, self.cfg = model, model.system, cfg
+        system = model.system
         self.ctl = Control(system.shm)
+        self.watch = watch
+        watch.ctl = self.ctl
         self.ctl_conn = ctl_conn
         self.conns = list(worker_conns)
         self.driver_pid = driver_pid
         self.ncpu = cfg.cpus
-        self.task = system.task(cfg.cpus)
         self.ctl.set("driver_pid", driver_pid)
         self.ctl.set("manager_pid", os.getpid())
         self.pids: list[int] = []
@@ -85,13 +108,10 @@ class Manager:
         self.last_steps = [0] * self.ncpu
         self.last_progress: list[float | None] = [None] * self.ncpu
         self.sleep_served = 0
-        # Sleeping allocations wait out their latency here, not in the manager's loop: N sleepers
-        # overlap as they would in the kernel, and the loop keeps running grace periods.
-        self.latency_s = system.slab.sleep_latency_s
-        system.slab.sleep_latency_s = 0.0
+        # Sleeping allocations wait out their latency in a queue here, not in the manager's loop:
+        # N sleepers overlap as they would in the kernel, and the loop keeps running grace periods.
+        self.latency_s = cfg.sleep_latency_us / 1e6
         self.sleepers: list[tuple[float, object, int]] = []
-        system.rcu.reader_alive = lambda w: w >= self.ncpu or not self.pids or self._alive(w)
-        system.rcu.abandon = self.ctl.aborted
         self._watching = threading.Event()
 
     # -- main loop ----------------------------------------------------------------------------------
@@ -120,7 +140,7 @@ class Manager:
             self._serve(TICK_S)
             now = time.monotonic()
             gp = now >= next_gp or bool(self.system.shm.slab_hdr["npending"])
-            run_pending_work(self.system, grace_period=gp)
+            self.system.run_pending_work(grace_period=gp)
             if gp:
                 next_gp = now + GP_EVERY_S
             if deadline is not None and now >= deadline:
@@ -135,6 +155,7 @@ class Manager:
                 msg = self.ctl_conn.recv()
                 if msg[0] == "pids":
                     self.pids = list(msg[1])
+                    self.watch.pids = self.pids
                     return
             if os.getppid() != self.driver_pid:
                 raise RuntimeError("the driver disappeared before starting the workers")
@@ -167,14 +188,14 @@ class Manager:
         now = time.monotonic()
         while self.sleepers and self.sleepers[0][0] <= now:
             _, _, conn, ci = heapq.heappop(self.sleepers)
-            table = self.system.slab.alloc_sleeping(self.system.si, ci)
+            table = self.system.slab.alloc_sleeping(ci)
             self.sleep_served += 1
             try:
                 conn.send(table)
             except (OSError, ValueError):
                 # The sleeper died; the watchdog reports it.  The table goes back unused.
                 if table >= 0:
-                    self.system.slab.free(self.system.si, table)
+                    self.system.slab.free(table)
                 if conn in self.conns:
                     self.conns.remove(conn)
 
@@ -192,11 +213,7 @@ class Manager:
         return sum(self.ctl.steps(w) for w in range(self.ncpu))
 
     def _alive(self, w: int) -> bool:
-        try:
-            p = psutil.Process(self.pids[w])
-            return p.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
+        return _pid_alive(self.pids[w])
 
     def _watch(self) -> None:
         """The watchdog thread: it must run even while the main loop waits on a lock or a reader."""
@@ -281,60 +298,33 @@ class Manager:
     # -- the end of a run --------------------------------------------------------------------------------
     def _finish(self, duration: float):
         self._send(("phase", "checking invariants"))
-        system, si = self.system, self.system.si
-        si.switch_to(self.task)
-        if not self.events:
-            run_pending_work(system)
-        if self.cfg.inject_bug == "lose-cluster":
-            from shmswap.inject import lose_cluster
-            lose_cluster(si)
-        chk = check(system.shm, system.variant, self.worker_warnings + si.warnings)
-        for e in self.events:
-            chk.violations.append(Violation("watchdog", e, "watchdog"))
+        system = self.system
         notes = [f"{self.ncpu} CPU worker processes and a manager; {self.sleep_served} sleeping table "
                  f"allocations served by the manager"] + self.notes
         if self.ncpu > (os.cpu_count() or 1):
             notes.append(f"{self.ncpu} CPUs on {os.cpu_count()} cores: lock holders get preempted")
-        res = collect(system, chk, duration, notes, gp_latencies_ns=system.rcu.latencies_ns)
+        res = finish_run(self.model, duration, notes, warnings=self._warnings, try_to_unuse=self._try_to_unuse,
+                         events=self.events, gp_latencies_ns=system.rcu.latencies_ns)
         res.extra["workers"] = [{"wid": w, "pid": self.pids[w], "state": STATE_NAMES.get(self.ctl.state(w)),
                                  "steps": self.ctl.steps(w), "affinity": self.ctl.affinity(w)}
                                 for w in range(self.ncpu)]
         res.extra["handoff"] = system.handoff.statistics()
-        if self.events:
-            res.extra["watchdog"] = list(self.events)
-            res.notes.append("the run was aborted: the invariant check ran on a state that is not quiescent "
-                             "(a worker stopped mid-operation), so some of its violations may follow from that")
-            res.notes.append("swapoff skipped: the run was aborted")
-            return res
-        self._release_and_swapoff(res)
         return res
 
-    def _release_and_swapoff(self, res) -> None:
-        """swapoff in the kernel's order; its ``try_to_unuse`` is the workers releasing their slots."""
-        system, si = self.system, self.system.si
-        outcome = {}
+    def _warnings(self) -> list[str]:
+        return self.worker_warnings + self.model.warnings
 
-        def try_to_unuse(_si) -> None:
-            self.ctl.release()
-            deadline = time.monotonic() + max(30.0, self.cfg.watchdog_s)
-            while not self._all_in({W_RELEASED, W_ABORTED, W_FAILED}):
-                self._serve(TICK_S)
-                run_pending_work(system, grace_period=bool(system.shm.slab_hdr["npending"]))
-                if time.monotonic() > deadline or any(not self._alive(w) and self.ctl.state(w) != W_RELEASED
-                                                      for w in range(self.ncpu)):
-                    raise TimeoutError("workers did not release their slots")
-            si.switch_to(self.task)
-            outcome["handoff_drained"] = drain_handoff(si, system.folios, system.handoff)
-            run_pending_work(system)
-
-        si.switch_to(self.task)
+    def _try_to_unuse(self) -> dict:
+        """swapoff's ``try_to_unuse``: the workers release their slots, then the hand-off ring drains."""
         self._send(("phase", "swapoff"))
-        warned = len(si.warnings) + len(self.worker_warnings)
-        try:
-            swapoff(si, try_to_unuse)
-        except TimeoutError as e:
-            res.check.violations.append(Violation("swapoff", str(e), "watchdog"))
-            return
-        run_pending_work(system)
-        res.extra["swapoff"] = account_swapoff(system, res.check, (self.worker_warnings + si.warnings)[warned:])
-        res.extra["swapoff"].update(outcome)
+        system = self.system
+        self.ctl.release()
+        deadline = time.monotonic() + max(30.0, self.cfg.watchdog_s)
+        while not self._all_in({W_RELEASED, W_ABORTED, W_FAILED}):
+            self._serve(TICK_S)
+            system.run_pending_work(grace_period=bool(system.slab.pending()))
+            if time.monotonic() > deadline or any(not self._alive(w) and self.ctl.state(w) != W_RELEASED
+                                                  for w in range(self.ncpu)):
+                raise TimeoutError("workers did not release their slots")
+        self.model.on_manager()
+        return {"handoff_drained": drain_handoff(system.si, system.handoff)}

@@ -24,22 +24,27 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from shmswap.allocator import folio_alloc_swap
-from shmswap.cluster import ci_lock, ci_unlock
 from shmswap.config import Config
-from shmswap.device import swap_usage_in_pages
-from shmswap.stats import Stat
-from shmswap.swap_cache import __swap_cache_del_folio as del_folio_locked  # no mangling in the class
-from shmswap.swap_cache import swap_cache_del_folio, swap_cache_get_folio
-from shmswap.swap_free import free_swap_and_cache_nr, put_swap_folio, swap_duplicate
+from shmswap.mm.allocator import folio_alloc_swap
+from shmswap.mm.device import swap_usage_in_pages
+from shmswap.mm.reclaim import free_swap_and_cache_nr
+from shmswap.mm.swap_cache import swap_cache_get_folio
+from shmswap.mm.swap_free import swap_duplicate
+from shmswap.mm.system import SwapSystem
+from shmswap.model import CACHE_ONLY, SWAPPED, release_allocation, writeback_folio
+from shmswap.substrate.handoff import HandoffRing
+from shmswap.substrate.stats import Stat
 
-__all__ = ["Workload", "release_record", "drain_handoff", "writeback_folio",
-           "OP_IDLE", "OP_ALLOC", "OP_FREE", "OP_LOOKUP", "OP_NAMES"]
+__all__ = ["Workload", "release_record", "drain_handoff", "OP_IDLE", "OP_ALLOC", "OP_FREE", "OP_LOOKUP",
+           "OP_NAMES"]
 
 OP_IDLE, OP_ALLOC, OP_FREE, OP_LOOKUP = 0, 1, 2, 3
 OP_NAMES = {OP_IDLE: "idle", OP_ALLOC: "allocating", OP_FREE: "freeing", OP_LOOKUP: "looking up"}
 
-SWAPPED, CACHE_ONLY = 0, 1
+# Allocation records are [entry, order, folio, state] lists (the hand-off ring carries them as
+# words): the state is an index into _STATES.
+_STATES = (SWAPPED, CACHE_ONLY)
+_SWAPPED, _CACHE_ONLY = 0, 1
 _RECENT = 64
 # The CPUs fill the device towards the target (allocating a little more often than freeing), then
 # drain it to half of that (freeing, oldest first, much more often), and again: memory pressure
@@ -51,39 +56,21 @@ DRAIN_TO = 0.5           # having reached the target fill, free (oldest first) d
 FIFO_FREE = 0.8
 HANDOFF = 0.1            # share of allocations published for another CPU to free
 HANDOFF_TAKE = 0.5       # share of frees that first take from the ring, so it stays short
+_OPS, _FREE_OPS, _LOOKUP = int(Stat.OPS), int(Stat.FREE_OPS), int(Stat.LOOKUP)
+_WRONG_OWNER_ACCEPTED, _FOREIGN_REJECTED = int(Stat.WRONG_OWNER_ACCEPTED), int(Stat.FOREIGN_REJECTED)
 
 
-def release_record(si, folios, rec: list[int]) -> None:
+def release_record(si, rec: list[int]) -> None:
     """Free one allocation record, whoever holds it: the map count, or the cache-only folio."""
     entry, order, folio, state = rec
-    nr = 1 << order
-    if state == SWAPPED:
-        free_swap_and_cache_nr(si, entry, nr)
-        return
-    folios.folio_lock(folio)
-    if folios.folio_matches_swap_entry(folio, entry):
-        swap_cache_del_folio(si, folio)       # folio_free_swap: no map count left
-    folios.folio_unlock(folio)
-    folios.folio_put(folio)
+    release_allocation(si, entry, order, folio, _STATES[state])
 
 
-def writeback_folio(si, folios, folio: int, entry: int, shadow: int) -> None:
-    """Writeback done (vmscan's path): the locked folio leaves the swap cache, a shadow stays,
-    SWAP_HAS_CACHE is dropped, and the folio goes with the cache's and the owner's references."""
-    ci = entry >> si.spc_shift
-    ci_lock(si, ci)
-    del_folio_locked(si, ci, folio, entry, shadow)
-    ci_unlock(si, ci)
-    put_swap_folio(si, folio, entry)
-    folios.folio_unlock(folio)
-    folios.folio_put(folio, (1 << folios.order(folio)) + 1)
-
-
-def drain_handoff(si, folios, handoff) -> int:
+def drain_handoff(si, handoff: HandoffRing) -> int:
     """Free whatever is left in the hand-off ring (the end of a run); returns how many."""
     n = 0
     while (rec := handoff.pop()) is not None:
-        release_record(si, folios, rec)
+        release_record(si, rec)
         n += 1
     return n
 
@@ -91,8 +78,10 @@ def drain_handoff(si, folios, handoff) -> int:
 class Workload:
     """The operations of one worker (a CPU) on the shared device."""
 
-    def __init__(self, system, task, cfg: Config, n_workers: int, handoff=None) -> None:
+    def __init__(self, system: SwapSystem, task, cfg: Config, n_workers: int,
+                 handoff: HandoffRing | None = None) -> None:
         self.si = system.si
+        self.cur = system.cur
         self.folios = system.folios
         self.task = task
         self.cfg = cfg
@@ -125,15 +114,15 @@ class Workload:
                 self.alloc()
             else:
                 self.free()
-        self.si.stat(Stat.OPS)
+        self.cur.stat(_OPS)
 
     def alloc(self) -> int:
-        si, folios = self.si, self.folios
-        si.set_rec_op(OP_ALLOC)
+        si, folios, cur = self.si, self.folios, self.cur
+        cur.set_rec_op(OP_ALLOC)
         order = self.rng.choices(self.orders, self.weights)[0]
         folio = folios.folio_alloc(self.task.wid, order)
         if folio < 0:
-            si.set_rec_op(OP_IDLE)
+            cur.set_rec_op(OP_IDLE)
             return -1
         folios.folio_lock(folio)
         entry = folio_alloc_swap(si, folio)
@@ -141,36 +130,36 @@ class Workload:
         if entry < 0:
             folios.folio_unlock(folio)
             folios.folio_put(folio)
-            si.set_rec_op(OP_IDLE)
+            cur.set_rec_op(OP_IDLE)
             return -1
         swap_duplicate(si, entry, nr)
         if self.rng.random() < self.cfg.cache_only:
             free_swap_and_cache_nr(si, entry, nr)        # folio locked: it stays cache-only
             folios.folio_unlock(folio)
-            rec = [entry, order, folio, CACHE_ONLY]
+            rec = [entry, order, folio, _CACHE_ONLY]
         else:
             self.writeback(folio, entry, nr)
-            rec = [entry, order, -1, SWAPPED]
+            rec = [entry, order, -1, _SWAPPED]
         if self.handoff is None or self.rng.random() >= HANDOFF or not self.handoff.push(rec):
             self.live.append(rec)
             self.used += nr
-        si.set_rec_op(OP_IDLE)
+        cur.set_rec_op(OP_IDLE)
         return entry
 
     def writeback(self, folio: int, entry: int, nr: int) -> None:
         self.shadow += 1
-        writeback_folio(self.si, self.folios, folio, entry, self.shadow)
+        writeback_folio(self.si, folio, entry, self.shadow)
 
     def free(self) -> None:
-        si = self.si
-        si.set_rec_op(OP_FREE)
-        si.stat(Stat.FREE_OPS)
+        si, cur = self.si, self.cur
+        cur.set_rec_op(OP_FREE)
+        cur.stat(_FREE_OPS)
         if self.handoff is not None and self.rng.random() < HANDOFF_TAKE:
             rec = self.handoff.pop()
             if rec is not None:
-                release_record(si, self.folios, rec)
+                release_record(si, rec)
                 self.recent.append(rec[0])
-                si.set_rec_op(OP_IDLE)
+                cur.set_rec_op(OP_IDLE)
                 return
         live = self.live
         if self.rng.random() < FIFO_FREE:
@@ -180,17 +169,17 @@ class Workload:
             live[i], live[-1] = live[-1], live[i]
             rec = live.pop()
         self.release(rec)
-        si.set_rec_op(OP_IDLE)
+        cur.set_rec_op(OP_IDLE)
 
     def release(self, rec: list[int]) -> None:
-        release_record(self.si, self.folios, rec)
+        release_record(self.si, rec)
         self.used -= 1 << rec[1]
         self.recent.append(rec[0])
 
     def lookup(self) -> None:
         """A lockless swap-cache lookup, validated as a swap-in must (unless the reader is broken)."""
-        si, folios, rng = self.si, self.folios, self.rng
-        si.set_rec_op(OP_LOOKUP)
+        si, folios, rng, cur = self.si, self.folios, self.rng, self.cur
+        cur.set_rec_op(OP_LOOKUP)
         pick = rng.random()
         if self.recent and pick < 1 / 3:
             entry = self.recent[rng.randrange(len(self.recent))]
@@ -200,12 +189,12 @@ class Workload:
             # Any entry of the device, as a readahead over another process's swap would: often in a
             # cluster another CPU is recycling (or in a free one, whose NULL table ends the lookup).
             entry = rng.randrange(1, si.max)
-        si.stat(Stat.LOOKUP)
+        cur.stat(_LOOKUP)
         folio = swap_cache_get_folio(si, entry)
         if folio >= 0:
             self.validate(folio, entry)
             folios.folio_put(folio)
-        si.set_rec_op(OP_IDLE)
+        cur.set_rec_op(OP_IDLE)
 
     def validate(self, folio: int, entry: int) -> None:
         """What a swap-in does with a folio from a lockless lookup: lock it, check it is ours.
@@ -214,15 +203,15 @@ class Workload:
         over); the broken reader skips the check and uses it.  One that merely left the swap
         cache meanwhile is stale, and is dropped by both.
         """
-        folios, si = self.folios, self.si
+        folios, cur = self.folios, self.cur
         if self.broken_reader:
             if folios.folio_is_foreign(folio, entry):
-                si.stat(Stat.WRONG_OWNER_ACCEPTED)
+                cur.stat(_WRONG_OWNER_ACCEPTED)
             return
         if not folios.folio_trylock(folio):
             return                      # busy: a real swap-in would wait, then look again
         if folios.folio_is_foreign(folio, entry):
-            si.stat(Stat.FOREIGN_REJECTED)
+            cur.stat(_FOREIGN_REJECTED)
         folios.folio_unlock(folio)
 
     def release_all(self) -> None:

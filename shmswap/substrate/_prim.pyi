@@ -9,6 +9,7 @@ from typing_extensions import Buffer
 SP_LOCK: Final[int]
 SP_UNLOCK: Final[int]
 SP_TRYLOCK: Final[int]
+SP_LOCK_WAITED: Final[int]
 LOCKSTAT_FIELDS: Final[int]  # int64 counters per lock class in a stats block (5)
 
 class Aborted(RuntimeError): ...

@@ -2,7 +2,7 @@
 
 Models ``swap_entries_free``, ``swap_range_free``, ``swap_entry_put_locked``,
 ``swap_entries_put_cache`` (``put_swap_folio``), ``swap_entries_put_map``, ``swap_is_last_map``,
-``free_swap_and_cache_nr``, ``__swap_duplicate`` with ``swap_duplicate`` and ``swapcache_prepare``.
+``__swap_duplicate`` with ``swap_duplicate`` and ``swapcache_prepare``.
 
 The ordering that makes "a table is all-null when its cluster is freed" hold: a cached folio's
 entries become a shadow or null (``__swap_cache_del_folio``) before SWAP_HAS_CACHE is dropped,
@@ -14,32 +14,30 @@ from __future__ import annotations
 
 import errno
 
+from ..substrate.stats import Stat
 from .cluster import (
     C_COUNT,
+    CI_BYTES,
+    CI_LOCK,
     CW,
-    KernelBug,
     ci_lock,
     ci_unlock,
     free_cluster,
     lockdep_assert_held,
     partial_free_cluster,
 )
-from .device import SWAP_MAP_BAD, get_swap_device_info, put_swap_device, swap_usage_sub
-from .stats import Stat
-from .swap_cache import __swap_cache_clear_shadow
+from .device import swap_usage_sub
+from .swap import SWAP_HAS_CACHE, SWAP_MAP_BAD, SWAP_MAP_MAX, SWAP_MAP_SHMEM, KernelBug
+from .swap_table import __swap_cache_clear_shadow
 
 __all__ = [
-    "SWAP_HAS_CACHE", "SWAP_MAP_MAX", "SWAP_MAP_BAD", "SWAP_MAP_SHMEM", "swap_entries_free",
-    "swap_range_free", "swap_entry_put_locked", "put_swap_folio", "swap_entries_put_cache",
-    "swap_entries_put_map", "free_swap_and_cache_nr", "swap_duplicate", "swapcache_prepare",
+    "swap_entries_free", "swap_range_free", "swap_entry_put_locked", "put_swap_folio",
+    "swap_entries_put_cache", "swap_entries_put_map", "swap_duplicate", "swapcache_prepare",
     "__swap_duplicate",
 ]
 
-SWAP_MAP_MAX = 0x3E
-SWAP_HAS_CACHE = 0x40
-SWAP_MAP_SHMEM = 0xBF
-
-TTRS_ANYWAY, TTRS_UNMAPPED, TTRS_FULL = 1, 2, 4
+_FREE = int(Stat.FREE)
+_LAST_REF = (SWAP_HAS_CACHE, 1, SWAP_MAP_SHMEM)
 
 
 def swap_entries_free(si, ci: int, entry: int, nr: int) -> None:
@@ -53,11 +51,11 @@ def swap_entries_free(si, ci: int, entry: int, nr: int) -> None:
     m = si.map
     for s in range(entry, entry + nr):
         v = m[s]
-        if v not in (SWAP_HAS_CACHE, 1, SWAP_MAP_SHMEM):
+        if v not in _LAST_REF:
             raise KernelBug(f"swap_entries_free: slot {s} has map byte {v:#x}, not a last reference")
         m[s] = 0
     swap_range_free(si, ci, entry, nr)
-    si.stat(Stat.FREE, nr)
+    si.cur.stat(_FREE, nr)
     if count == nr:
         free_cluster(si, ci)
     else:
@@ -67,7 +65,7 @@ def swap_entries_free(si, ci: int, entry: int, nr: int) -> None:
 def swap_range_free(si, ci: int, entry: int, nr: int) -> None:
     """Models ``swap_range_free()``: clear shadows, give the slots back to the counters."""
     __swap_cache_clear_shadow(si, ci, entry, nr)
-    si.devr.fetch_add(si.d_nr_swap, nr)
+    si.nr_swap_pages_add(nr)
     swap_usage_sub(si, nr)
 
 
@@ -97,14 +95,15 @@ def swap_entry_put_locked(si, ci: int, entry: int, usage: int) -> int:
 def swap_entries_put_cache(si, entry: int, nr: int) -> None:
     """Models ``swap_entries_put_cache()``: drop SWAP_HAS_CACHE of ``nr`` slots, freeing the last."""
     ci = entry >> si.spc_shift
-    ci_lock(si, ci)
+    cr = si.cr
+    cr.lock(ci * CI_BYTES, CI_LOCK)
     m = si.map
-    if all(m[s] == SWAP_HAS_CACHE for s in range(entry, entry + nr)):
+    if nr == 1 and m[entry] == SWAP_HAS_CACHE or all(m[s] == SWAP_HAS_CACHE for s in range(entry, entry + nr)):
         swap_entries_free(si, ci, entry, nr)
     else:
         for s in range(entry, entry + nr):
             swap_entry_put_locked(si, ci, s, SWAP_HAS_CACHE)
-    ci_unlock(si, ci)
+    cr.unlock(ci * CI_BYTES, CI_LOCK)
 
 
 def put_swap_folio(si, folio: int, entry: int) -> None:
@@ -140,27 +139,6 @@ def swap_entries_put_map(si, entry: int, nr: int) -> None:
         for s in range(entry, entry + nr):
             swap_entry_put_locked(si, ci, s, 1)
     ci_unlock(si, ci)
-
-
-def free_swap_and_cache_nr(si, entry: int, nr: int) -> None:
-    """Models ``free_swap_and_cache_nr()``: a page-table zap of ``nr`` entries (one cluster).
-
-    Slots left with only SWAP_HAS_CACHE are then reclaimed (``TTRS_UNMAPPED | TTRS_FULL``; the
-    model's folios are never mapped, so that is whenever the folio lock can be had); a folio whose
-    lock is held, as its owner's is until writeback, stays cache-only for reclaim to find later.
-    """
-    from .allocator import __try_to_reclaim_swap  # the allocator imports this module
-    if not get_swap_device_info(si):
-        return
-    swap_entries_put_map(si, entry, nr)
-    offset, end = entry, entry + nr
-    while offset < end:
-        step = 1
-        if si.map[offset] == SWAP_HAS_CACHE:
-            n = abs(__try_to_reclaim_swap(si, offset, TTRS_UNMAPPED | TTRS_FULL)) or 1
-            step = -(-(offset + 1) // n) * n - offset          # ALIGN(offset + 1, n) - offset
-        offset += step
-    put_swap_device(si)
 
 
 def __swap_duplicate(si, entry: int, usage: int, nr: int) -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import time
 
-from .state import CONTROL_HDR, CONTROL_REC, SwapShm
+from .layout import DEVICE
+from .state import CONTROL, CONTROL_W, SwapShm
 
 __all__ = ["Control", "W_STARTING", "W_RUNNING", "W_PARKED", "W_RELEASED", "W_ABORTED", "W_FAILED",
            "STATE_NAMES"]
@@ -18,47 +19,45 @@ __all__ = ["Control", "W_STARTING", "W_RUNNING", "W_PARKED", "W_RELEASED", "W_AB
 W_STARTING, W_RUNNING, W_PARKED, W_RELEASED, W_ABORTED, W_FAILED = range(6)
 STATE_NAMES = {W_STARTING: "starting", W_RUNNING: "running", W_PARKED: "parked", W_RELEASED: "released",
                W_ABORTED: "aborted", W_FAILED: "failed"}
-_H = {n: i for i, n in enumerate(CONTROL_HDR)}
-_R = {n: i for i, n in enumerate(CONTROL_REC)}
-_NH, _NR = len(CONTROL_HDR), len(CONTROL_REC)
+_NH, _NR = CONTROL.size, CONTROL_W.size
 
 
 class Control:
     def __init__(self, shm: SwapShm) -> None:
         self.q = shm.ctlq
         self.shm = shm
-        self.abort_off = shm.dev_dt.fields["abort"][1]
+        self.abort_off = 8 * DEVICE.abort
 
-    def _w(self, wid: int, name: str) -> int:
-        return _NH + wid * _NR + _R[name]
+    def _w(self, wid: int, word: int) -> int:
+        return _NH + wid * _NR + word
 
     # -- header -----------------------------------------------------------------------------------
     def stop(self) -> None:
-        self.q[_H["stop"]] = 1
+        self.q[CONTROL.stop] = 1
 
     def stopping(self) -> bool:
-        return bool(self.q[_H["stop"]])
+        return bool(self.q[CONTROL.stop])
 
     def release(self) -> None:
-        self.q[_H["release"]] = 1
+        self.q[CONTROL.release] = 1
 
     def abort(self) -> None:
         """Stop everything: lock waiters raise ``_prim.Aborted``, parked workers exit."""
-        self.q[_H["stop"]] = 1
+        self.q[CONTROL.stop] = 1
         self.shm.devr.store(self.abort_off, 1)
 
     def aborted(self) -> bool:
         return bool(self.shm.devr.load(self.abort_off))
 
     def set(self, name: str, value: int) -> None:
-        self.q[_H[name]] = value
+        self.q[getattr(CONTROL, name)] = value
 
     def get(self, name: str) -> int:
-        return self.q[_H[name]]
+        return self.q[getattr(CONTROL, name)]
 
     def wait_release(self, driver_pid: int, poll_s: float = 0.001) -> bool:
         """Park until the manager says release (True) or the run is aborted (False)."""
-        while not self.q[_H["release"]]:
+        while not self.q[CONTROL.release]:
             if self.aborted() or os.getppid() != driver_pid:
                 return False
             time.sleep(poll_s)
@@ -66,20 +65,20 @@ class Control:
 
     # -- per worker -------------------------------------------------------------------------------
     def set_state(self, wid: int, state: int) -> None:
-        self.q[self._w(wid, "state")] = state
+        self.q[self._w(wid, CONTROL_W.state)] = state
 
     def state(self, wid: int) -> int:
-        return self.q[self._w(wid, "state")]
+        return self.q[self._w(wid, CONTROL_W.state)]
 
     def beat(self, wid: int, steps: int) -> None:
-        self.q[self._w(wid, "steps")] = steps
+        self.q[self._w(wid, CONTROL_W.steps)] = steps
 
     def steps(self, wid: int) -> int:
-        return self.q[self._w(wid, "steps")]
+        return self.q[self._w(wid, CONTROL_W.steps)]
 
     def set_affinity(self, wid: int, cores: list[int]) -> None:
-        self.q[self._w(wid, "affinity")] = sum(1 << c for c in cores)
+        self.q[self._w(wid, CONTROL_W.affinity)] = sum(1 << c for c in cores)
 
     def affinity(self, wid: int) -> list[int]:
-        mask = self.q[self._w(wid, "affinity")]
+        mask = self.q[self._w(wid, CONTROL_W.affinity)]
         return [c for c in range(64) if mask >> c & 1]

@@ -18,12 +18,15 @@ import time
 import multiprocess as mp
 from multiprocess import resource_tracker
 
-from .checker import CheckResult, Violation
-from .config import Config
-from .result import Result
-from .shm import unlink_by_name
+from workers.cpu import cpu_main
+from workers.manager import manager_main
 
-__all__ = ["run_multiprocess", "RunAborted"]
+from ..checks.checker import CheckResult, Violation
+from ..config import Config
+from ..result import Result
+from ..substrate.shm import unlink_by_name
+
+__all__ = ["run_multiprocess", "RunAborted", "failed_result"]
 
 START_TIMEOUT_S = 60.0
 
@@ -41,8 +44,6 @@ def _budgets(cfg: Config) -> list[int | None]:
 
 def run_multiprocess(cfg: Config, progress=None) -> Result:
     """Run the model with a manager and ``cfg.cpus`` worker processes; returns the result."""
-    from workers.cpu import cpu_main
-    from workers.manager import manager_main
     ctx = mp.get_context(cfg.start_method)
     resource_tracker.ensure_running()
     n_workers = cfg.cpus + 1

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import mmap
 import random
-import time
 
 import numpy as np
 
-from .layout import OBJ_DTYPE, PAGE_DTYPE, word
-from .locks import LockClass
-from .state import SLAB_HDR, SwapShm
+from ..substrate.layout import OBJ, PAGE
+from ..substrate.locks import LockClass
+from ..substrate.observe import Observers
+from ..substrate.state import SLAB, SLAB_HDR, SwapShm
 
 __all__ = ["TableSlab", "OBJ_POOL", "OBJ_FREE", "OBJ_INUSE", "OBJ_RCU",
            "PAGE_POOL", "PAGE_SLAB", "PAGE_PENDING", "OBJ_STATE_NAMES"]
@@ -46,13 +46,13 @@ OBJ_STATE_NAMES = {OBJ_POOL: "pool (poisoned)", OBJ_FREE: "free in slab", OBJ_IN
                    OBJ_RCU: "waiting for a grace period"}
 PAGE_POOL, PAGE_SLAB, PAGE_PENDING = 0, 1, 2
 
-SLAB = LockClass.SLAB_LOCK
-_H = {name: i for i, name in enumerate(SLAB_HDR)}
-_OW = OBJ_DTYPE.itemsize // 8
-O_STATE, O_OWNER, O_GEN, O_PREV, O_NEXT, O_PAGE, O_GP = (word(OBJ_DTYPE, n) for n in
-                                                         ("state", "owner", "gen", "prev", "next", "page", "gp"))
-_PW = PAGE_DTYPE.itemsize // 8
-P_STATE, P_INUSE, P_NEXT, P_GP = (word(PAGE_DTYPE, n) for n in ("state", "inuse", "next", "gp"))
+_SLAB_LOCK = int(LockClass.SLAB_LOCK)
+_LOCK_OFF = 8 * SLAB.lock
+# Word indices of object and page records (generated from their dtypes).
+_OW = OBJ.size
+O_STATE, O_OWNER, O_GEN, O_PREV, O_NEXT, O_PAGE, O_GP = OBJ.state, OBJ.owner, OBJ.gen, OBJ.prev, OBJ.next, OBJ.page, OBJ.gp
+_PW = PAGE.size
+P_STATE, P_INUSE, P_NEXT, P_GP = PAGE.state, PAGE.inuse, PAGE.next, PAGE.gp
 
 # Named so tests can override them.
 POOL_RESERVE_PAGES = 2      # atomic allocations may not take the pool below this
@@ -62,8 +62,8 @@ SLAB_KEEP_FREE_PAGES = 2    # empty slab pages kept in the slab before returning
 class TableSlab:
     """One process's handle on the table slab."""
 
-    def __init__(self, shm: SwapShm, rcu, atomic_fail: float = 0.0, sleep_fail: float = 0.0,
-                 seed: int = 0, sleep_latency_us: int = 0) -> None:
+    def __init__(self, shm: SwapShm, rcu, observers: Observers, atomic_fail: float = 0.0,
+                 sleep_fail: float = 0.0, seed: int = 0) -> None:
         geo = shm.geo
         self.shm = shm
         self.rcu = rcu
@@ -78,19 +78,17 @@ class TableSlab:
         self.atomic_fail = atomic_fail
         self.sleep_fail = sleep_fail
         self.rng = random.Random(seed)
-        self.sleep_latency_s = sleep_latency_us / 1e6
-        self.force_atomic_fail = 0   # tests: fail the next N atomic attempts
-        self.force_sleep_fail = 0    # tests: fail the next N sleeping attempts
+        self.obs = observers
 
     # -- header words -------------------------------------------------------------------------------
-    def _h(self, name: str) -> int:
-        return self.sq[_H[name]]
+    def _h(self, word: int) -> int:
+        return self.sq[word]
 
-    def _hset(self, name: str, v: int) -> None:
-        self.sq[_H[name]] = v
+    def _hset(self, word: int, v: int) -> None:
+        self.sq[word] = v
 
-    def _hadd(self, name: str, v: int = 1) -> None:
-        self.sq[_H[name]] += v
+    def _hadd(self, word: int, v: int = 1) -> None:
+        self.sq[word] += v
 
     def _o(self, h: int) -> int:
         return self.obj0 + h * _OW
@@ -99,36 +97,38 @@ class TableSlab:
         return self.page0 + page * _PW
 
     def lock(self) -> None:
-        self.sr.lock(0, SLAB)
+        self.sr.lock(_LOCK_OFF, _SLAB_LOCK)
 
     def unlock(self) -> None:
-        self.sr.unlock(0, SLAB)
+        self.sr.unlock(_LOCK_OFF, _SLAB_LOCK)
 
     # -- allocation -----------------------------------------------------------------------------------
-    def alloc_atomic(self, si, ci: int) -> int:
+    def _steered_to_fail(self, kind: str) -> bool:
+        """An observer (a test's fault plan) fails this allocation, as failslab would."""
+        return any(hook(kind) for hook in self.obs.fail_table_alloc)
+
+    def alloc_atomic(self, ci: int) -> int:
         """``kmem_cache_zalloc(swap_table_cachep, __GFP_HIGH|__GFP_NOMEMALLOC|__GFP_NOWARN)``."""
-        if self.force_atomic_fail:
-            self.force_atomic_fail -= 1
+        if self.obs.fail_table_alloc and self._steered_to_fail("atomic"):
             return self._fail()
         if self.atomic_fail and self.rng.random() < self.atomic_fail:
             return self._fail()
         self.lock()
         h = self._get_object(POOL_RESERVE_PAGES)
         if h >= 0:
-            self._hadd("atomic_allocs")
+            self._hadd(SLAB.atomic_allocs)
         self.unlock()
         return self._zero(h, ci) if h >= 0 else self._fail()
 
-    def alloc_sleeping(self, si, ci: int) -> int:
-        """In-process ``kmem_cache_zalloc(swap_table_cachep, __GFP_HIGH|GFP_KERNEL)``.
+    def alloc_sleeping(self, ci: int) -> int:
+        """``kmem_cache_zalloc(swap_table_cachep, __GFP_HIGH|GFP_KERNEL)``, served where it runs.
 
-        Called with every lock dropped.  Waits for grace periods to return pending pages if the
-        pool is empty, may use the reserve, fails on the injected rate or an exhausted pool.
+        Called with every lock dropped (by the task itself in one process, by the manager for a
+        worker's mailbox).  Waits for grace periods to return pending pages if the pool is empty,
+        may use the reserve, fails on the injected rate or an exhausted pool.  The latency a
+        configuration adds is the caller's (``SleepingAllocator``, or the manager's queue).
         """
-        if self.sleep_latency_s:
-            time.sleep(self.sleep_latency_s)
-        if self.force_sleep_fail:
-            self.force_sleep_fail -= 1
+        if self.obs.fail_table_alloc and self._steered_to_fail("sleeping"):
             return self._fail()
         if self.sleep_fail and self.rng.random() < self.sleep_fail:
             return self._fail()
@@ -136,18 +136,18 @@ class TableSlab:
             self.lock()
             h = self._get_object(0)
             if h >= 0:
-                self._hadd("sleep_allocs")
+                self._hadd(SLAB.sleep_allocs)
             self.unlock()
             if h >= 0:
                 return self._zero(h, ci)
-            if not self._h("npending"):
+            if not self._h(SLAB.npending):
                 break
             self.rcu.synchronize_rcu()
             self.process_deferred()
         return self._fail()
 
     def _fail(self) -> int:
-        self.sr.fetch_add(_H["alloc_failures"] * 8, 1)
+        self.sr.fetch_add(8 * SLAB.alloc_failures, 1)
         return -1
 
     def _zero(self, h: int, ci: int) -> int:
@@ -159,34 +159,34 @@ class TableSlab:
 
     def _get_object(self, reserve: int) -> int:
         """Pop the freelist, growing the slab by one pool page if needed (slab_lock held)."""
-        h = self._h("free_head")
-        if h < 0 or self._h("nfree") == 0:
+        h = self._h(SLAB.free_head)
+        if h < 0 or self._h(SLAB.nfree) == 0:
             self._reclaim_expired_locked()
-            if self._h("pool_free") <= reserve or not self._grow_locked():
+            if self._h(SLAB.pool_free) <= reserve or not self._grow_locked():
                 return -1
-            h = self._h("free_head")
+            h = self._h(SLAB.free_head)
         self._freelist_del(h)
         o = self._o(h)
         self.sq[o + O_STATE] = OBJ_INUSE
         self.sq[o + O_GEN] += 1
         self.sq[self._p(self.sq[o + O_PAGE]) + P_INUSE] += 1
-        live = self._h("live") + 1
-        self._hset("live", live)
-        if live > self._h("peak"):
-            self._hset("peak", live)
+        live = self._h(SLAB.live) + 1
+        self._hset(SLAB.live, live)
+        if live > self._h(SLAB.peak):
+            self._hset(SLAB.peak, live)
         return h
 
     def _grow_locked(self) -> bool:
         """Take a page from the pool and put its objects on the freelist."""
-        page = self._h("pool_head")
+        page = self._h(SLAB.pool_head)
         if page >= 0:
-            self._hset("pool_head", self.sq[self._p(page) + P_NEXT])
+            self._hset(SLAB.pool_head, self.sq[self._p(page) + P_NEXT])
         else:
-            page = self._h("fresh")
+            page = self._h(SLAB.fresh)
             if page >= self.n_pages:
                 return False
-            self._hset("fresh", page + 1)
-        self._hadd("pool_free", -1)
+            self._hset(SLAB.fresh, page + 1)
+        self._hadd(SLAB.pool_free, -1)
         p = self._p(page)
         self.sq[p + P_STATE] = PAGE_SLAB
         self.sq[p + P_INUSE] = 0
@@ -201,13 +201,13 @@ class TableSlab:
 
     def _freelist_push(self, h: int) -> None:
         o = self._o(h)
-        head = self._h("free_head") if self._h("nfree") else -1
+        head = self._h(SLAB.free_head) if self._h(SLAB.nfree) else -1
         self.sq[o + O_PREV] = -1
         self.sq[o + O_NEXT] = head
         if head >= 0:
             self.sq[self._o(head) + O_PREV] = h
-        self._hset("free_head", h)
-        self._hadd("nfree")
+        self._hset(SLAB.free_head, h)
+        self._hadd(SLAB.nfree)
 
     def _freelist_del(self, h: int) -> None:
         o = self._o(h)
@@ -215,14 +215,14 @@ class TableSlab:
         if prev >= 0:
             self.sq[self._o(prev) + O_NEXT] = nxt
         else:
-            self._hset("free_head", nxt)
+            self._hset(SLAB.free_head, nxt)
         if nxt >= 0:
             self.sq[self._o(nxt) + O_PREV] = prev
         self.sq[o + O_PREV] = self.sq[o + O_NEXT] = -1
-        self._hadd("nfree", -1)
+        self._hadd(SLAB.nfree, -1)
 
     # -- free -------------------------------------------------------------------------------------------
-    def free(self, si, h: int) -> None:
+    def free(self, h: int) -> None:
         """``kmem_cache_free`` (slab mode) or ``swap_table_free`` via ``call_rcu`` (page mode)."""
         o = self._o(h)
         self.lock()
@@ -231,8 +231,8 @@ class TableSlab:
             raise AssertionError(f"slab: double free of table object {h}")
         self.sq[o + O_OWNER] = -1
         self.sq[o + O_GP] = self.rcu.completed()
-        self._hadd("live", -1)
-        self._hadd("frees")
+        self._hadd(SLAB.live, -1)
+        self._hadd(SLAB.frees)
         page = self.sq[o + O_PAGE]
         p = self._p(page)
         self.sq[p + P_INUSE] -= 1
@@ -242,7 +242,7 @@ class TableSlab:
         else:
             self.sq[o + O_STATE] = OBJ_FREE
             self._freelist_push(h)
-            if self.sq[p + P_INUSE] == 0 and self._h("nfree") > (SLAB_KEEP_FREE_PAGES + 1) * self.per_page:
+            if self.sq[p + P_INUSE] == 0 and self._h(SLAB.nfree) > (SLAB_KEEP_FREE_PAGES + 1) * self.per_page:
                 for obj in range(page * self.per_page, (page + 1) * self.per_page):
                     self._freelist_del(obj)
                     self.sq[self._o(obj) + O_STATE] = OBJ_RCU
@@ -255,14 +255,14 @@ class TableSlab:
         self.sq[p + P_STATE] = PAGE_PENDING
         self.sq[p + P_GP] = self.rcu.get_state_synchronize_rcu()
         self.sq[p + P_NEXT] = -1
-        tail = self._h("pending_tail")
-        if self._h("npending"):
+        tail = self._h(SLAB.pending_tail)
+        if self._h(SLAB.npending):
             self.sq[self._p(tail) + P_NEXT] = page
         else:
-            self._hset("pending_head", page)
-        self._hset("pending_tail", page)
-        self._hadd("npending")
-        self._hadd("deferred_frees")
+            self._hset(SLAB.pending_head, page)
+        self._hset(SLAB.pending_tail, page)
+        self._hadd(SLAB.npending)
+        self._hadd(SLAB.deferred_frees)
 
     def process_deferred(self) -> int:
         """Return the pages whose grace period has elapsed to the pool (the RCU callbacks)."""
@@ -273,13 +273,13 @@ class TableSlab:
 
     def _reclaim_expired_locked(self) -> int:
         n = 0
-        while self._h("npending"):
-            page = self._h("pending_head")
+        while self._h(SLAB.npending):
+            page = self._h(SLAB.pending_head)
             p = self._p(page)
             if not self.rcu.poll_state_synchronize_rcu(self.sq[p + P_GP]):
                 break
-            self._hset("pending_head", self.sq[p + P_NEXT])
-            self._hadd("npending", -1)
+            self._hset(SLAB.pending_head, self.sq[p + P_NEXT])
+            self._hadd(SLAB.npending, -1)
             self._return_page_locked(page)
             n += 1
         return n
@@ -289,10 +289,10 @@ class TableSlab:
         for h in range(page * self.per_page, (page + 1) * self.per_page):
             self.sq[self._o(h) + O_STATE] = OBJ_POOL
         self.sq[p + P_STATE] = PAGE_POOL
-        self.sq[p + P_NEXT] = self._h("pool_head")
-        self._hset("pool_head", page)
-        self._hadd("pool_free")
-        self._hadd("pages_returned")
+        self.sq[p + P_NEXT] = self._h(SLAB.pool_head)
+        self._hset(SLAB.pool_head, page)
+        self._hadd(SLAB.pool_free)
+        self._hadd(SLAB.pages_returned)
         self._give_back(page)
 
     def _give_back(self, page: int) -> None:
@@ -304,15 +304,15 @@ class TableSlab:
         mm = getattr(self.shm.segs["tables"]._shm, "_mmap", None)
         if end > start and mm is not None and hasattr(mmap, "MADV_REMOVE"):
             mm.madvise(mmap.MADV_REMOVE, start, end - start)
-            self._hadd("madvised")
+            self._hadd(SLAB.madvised)
 
     # -- swapon, reads, accounting -------------------------------------------------------------------
     def alloc_at_swapon(self, clusters: np.ndarray) -> np.ndarray:
         """Tables for ``clusters`` at swapon (GFP_KERNEL), all at once: objects 0..n-1."""
         n = len(clusters)
         if n == 0:
-            self.sq[_H["pool_free"]] = self.n_pages
-            self.sq[_H["free_head"]] = -1
+            self.sq[SLAB.pool_free] = self.n_pages
+            self.sq[SLAB.free_head] = -1
             return np.zeros(0, dtype=np.int64)
         shm = self.shm
         pages = -(-n // self.per_page)
@@ -343,6 +343,10 @@ class TableSlab:
         hdr = self.shm.slab_hdr
         hdr["pool_free"] = self.n_pages
         hdr["free_head"] = hdr["pool_head"] = hdr["pending_head"] = hdr["pending_tail"] = -1
+
+    def pending(self) -> int:
+        """Slab pages waiting for a grace period before they return to the pool."""
+        return self.sq[SLAB.npending]
 
     def obj_state(self, h: int) -> int:
         return self.sq[self._o(h) + O_STATE]

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import FOLIO_DTYPE, word
-from .locks import LockClass
+from ..substrate.layout import FOLIO
+from ..substrate.locks import LockClass
 
 __all__ = ["Folios", "PG_SWAPCACHE", "PG_DIRTY"]
 
 PG_SWAPCACHE = 1
 PG_DIRTY = 2
-_FW = FOLIO_DTYPE.itemsize // 8
-F_REF, F_FLAGS, F_SWAP, F_ORDER, F_OWNER, F_GEN, F_LOCK = (
-    word(FOLIO_DTYPE, n) for n in ("ref", "flags", "swap", "order", "owner", "gen", "lock"))
-FOLIO = LockClass.FOLIO_LOCK
+# Word indices of a folio record, and byte offsets of its atomic words (generated from the dtype).
+_FW = FOLIO.size
+F_FLAGS, F_SWAP, F_ORDER, F_OWNER, F_GEN = FOLIO.flags, FOLIO.swap, FOLIO.order, FOLIO.owner, FOLIO.gen
+_FB = 8 * _FW
+_REF_B, _LOCK_B = 8 * FOLIO.ref, 8 * FOLIO.lock
+_FOLIO_LOCK = int(LockClass.FOLIO_LOCK)
 
 
 class Folios:
@@ -37,9 +39,6 @@ class Folios:
         # Idle ids known to this process, per owning worker (a process may play several).
         self._free: dict[int, set[int]] = {}
 
-    def _base(self, f: int) -> int:
-        return f * _FW
-
     # -- allocation (owner only) ------------------------------------------------------------------
     def folio_alloc(self, wid: int, order: int) -> int:
         """A new folio of ``order`` with one reference (the owner's), or -1 if none is free."""
@@ -51,82 +50,96 @@ class Folios:
             if not free:
                 return -1
         f = free.pop()
-        b = self._base(f)
-        self.fq[b + F_FLAGS] = 0
-        self.fq[b + F_SWAP] = 0
-        self.fq[b + F_ORDER] = order
-        self.fq[b + F_OWNER] = wid
-        self.fq[b + F_GEN] += 1
-        self.fr.store(b * 8 + F_REF * 8, 1)
+        b = f * _FW
+        fq = self.fq
+        fq[b + F_FLAGS] = 0
+        fq[b + F_SWAP] = 0
+        fq[b + F_ORDER] = order
+        fq[b + F_OWNER] = wid
+        fq[b + F_GEN] += 1
+        self.fr.store(f * _FB + _REF_B, 1)
         return f
 
     # -- references -------------------------------------------------------------------------------
     def folio_try_get(self, f: int) -> bool:
         """Models ``folio_try_get()``: take a reference unless the folio is already freed."""
-        off = self._base(f) * 8 + F_REF * 8
+        off = f * _FB + _REF_B
+        fr = self.fr
         while True:
-            ref = self.fr.load(off)
+            ref = fr.load(off)
             if ref <= 0:
                 return False
-            if self.fr.cmpxchg(off, ref, ref + 1) == ref:
+            if fr.cmpxchg(off, ref, ref + 1) == ref:
                 return True
 
     def folio_ref_add(self, f: int, nr: int) -> None:
-        self.fr.fetch_add(self._base(f) * 8 + F_REF * 8, nr)
+        self.fr.fetch_add(f * _FB + _REF_B, nr)
 
     def folio_put(self, f: int, nr: int = 1) -> bool:
         """Drop ``nr`` references; True if that freed the folio."""
-        old = self.fr.fetch_add(self._base(f) * 8 + F_REF * 8, -nr)
+        old = self.fr.fetch_add(f * _FB + _REF_B, -nr)
         if old < nr:
             raise AssertionError(f"folio {f}: refcount underflow ({old} - {nr})")
         if old == nr:
-            owner_free = self._free.get(self.fq[self._base(f) + F_OWNER])
+            owner_free = self._free.get(self.fq[f * _FW + F_OWNER])
             if owner_free is not None:
                 owner_free.add(f)
             return True
         return False
 
     def ref(self, f: int) -> int:
-        return self.fr.load(self._base(f) * 8 + F_REF * 8)
+        return self.fr.load(f * _FB + _REF_B)
 
     # -- lock and flags -----------------------------------------------------------------------------
     def folio_trylock(self, f: int) -> bool:
-        return self.fr.trylock(self._base(f) * 8 + F_LOCK * 8, FOLIO)
+        return self.fr.trylock(f * _FB + _LOCK_B, _FOLIO_LOCK)
 
     def folio_lock(self, f: int) -> None:
-        self.fr.lock(self._base(f) * 8 + F_LOCK * 8, FOLIO)
+        self.fr.lock(f * _FB + _LOCK_B, _FOLIO_LOCK)
 
     def folio_unlock(self, f: int) -> None:
-        self.fr.unlock(self._base(f) * 8 + F_LOCK * 8, FOLIO)
+        self.fr.unlock(f * _FB + _LOCK_B, _FOLIO_LOCK)
 
     def flags(self, f: int) -> int:
-        return self.fq[self._base(f) + F_FLAGS]
+        return self.fq[f * _FW + F_FLAGS]
 
     def set_flags(self, f: int, flags: int) -> None:
-        self.fq[self._base(f) + F_FLAGS] = flags
+        self.fq[f * _FW + F_FLAGS] = flags
 
     def swap(self, f: int) -> int:
-        return self.fq[self._base(f) + F_SWAP]
+        return self.fq[f * _FW + F_SWAP]
 
     def set_swap(self, f: int, entry: int) -> None:
-        self.fq[self._base(f) + F_SWAP] = entry
+        self.fq[f * _FW + F_SWAP] = entry
 
     def order(self, f: int) -> int:
-        return self.fq[self._base(f) + F_ORDER]
+        return self.fq[f * _FW + F_ORDER]
+
+    def set_swapcache(self, f: int, entry: int) -> None:
+        """``folio->swap = entry`` and ``folio_set_swapcache()`` (swap_cache_add_folio)."""
+        b = f * _FW
+        self.fq[b + F_SWAP] = entry
+        self.fq[b + F_FLAGS] |= PG_SWAPCACHE
+
+    def clear_swapcache(self, f: int) -> None:
+        """``folio->swap.val = 0`` and ``folio_clear_swapcache()`` (__swap_cache_del_folio)."""
+        b = f * _FW
+        self.fq[b + F_SWAP] = 0
+        self.fq[b + F_FLAGS] &= ~PG_SWAPCACHE
 
     def folio_test_swapcache(self, f: int) -> bool:
-        return bool(self.fq[self._base(f) + F_FLAGS] & PG_SWAPCACHE)
+        return bool(self.fq[f * _FW + F_FLAGS] & PG_SWAPCACHE)
 
     def folio_is_foreign(self, f: int, entry: int) -> bool:
         """Cached for a different entry: what a recycled table or folio can show a reader."""
-        b = self._base(f)
+        b = f * _FW
         nr = 1 << self.fq[b + F_ORDER]
         swap = self.fq[b + F_SWAP]
         return bool(self.fq[b + F_FLAGS] & PG_SWAPCACHE) and swap != 0 and swap != entry & ~(nr - 1)
 
     def folio_matches_swap_entry(self, f: int, entry: int) -> bool:
         """Models ``folio_matches_swap_entry()``: in the swap cache, at the aligned entry."""
-        b = self._base(f)
+        b = f * _FW
         if not self.fq[b + F_FLAGS] & PG_SWAPCACHE:
             return False
         nr = 1 << self.fq[b + F_ORDER]

@@ -48,6 +48,7 @@
 #define SP_LOCK 1
 #define SP_UNLOCK 2
 #define SP_TRYLOCK 3
+#define SP_LOCK_WAITED 4 /* after a contended acquire: (cls, wait_ns) */
 
 /* Lock tuning.  The target machine has 2 cores and more worker processes
  * than cores, so a lock holder may well be preempted: spin only briefly
@@ -489,9 +490,10 @@ Region_lock(RegionObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
 
     row = stats_row(cls);
-    if (row != NULL) {
+    if (row != NULL || hook != NULL) {
         int64_t t0 = mono_ns(), dt;
-        stat_add(row, ST_CONT, 1);
+        if (row != NULL)
+            stat_add(row, ST_CONT, 1);
         if (lock_slow(self, off, cls) < 0)
             return NULL;
         dt = mono_ns() - t0;
@@ -502,6 +504,9 @@ Region_lock(RegionObject *self, PyObject *const *args, Py_ssize_t nargs)
             stat_add(row, ST_WAIT_TOTAL, dt);
             stat_max(row, ST_WAIT_MAX, dt);
         }
+        /* the lock is held: an observer may look, but must not take it again */
+        if (hook != NULL && lock_hook(SP_LOCK_WAITED, cls, (Py_ssize_t)dt) < 0)
+            return NULL;
     }
     else {
         if (lock_slow(self, off, cls) < 0)
@@ -637,7 +642,7 @@ static PyGetSetDef Region_getset[] = {
 
 static PyTypeObject RegionType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "shmswap._prim.Region",
+    .tp_name = "shmswap.substrate._prim.Region",
     .tp_basicsize = sizeof(RegionObject),
     .tp_dealloc = (destructor)Region_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -840,7 +845,7 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef prim_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "shmswap._prim",
+    .m_name = "shmswap.substrate._prim",
     .m_doc = "Atomics and the lock over 64-bit words in shared memory (DESIGN §3): models the "
              "kernel's atomic_long_t ops and spinlock_t with lockstat",
     .m_size = -1,
@@ -864,7 +869,7 @@ PyInit__prim(void)
     }
     if (AbortedError == NULL) {
         AbortedError = PyErr_NewExceptionWithDoc(
-            "shmswap._prim.Aborted",
+            "shmswap.substrate._prim.Aborted",
             "A lock() wait was aborted because the abort word (set_abort) became non-zero.",
             PyExc_RuntimeError, NULL);
         if (AbortedError == NULL)
@@ -878,6 +883,7 @@ PyInit__prim(void)
     if (PyModule_AddIntConstant(m, "SP_LOCK", SP_LOCK) < 0 ||
         PyModule_AddIntConstant(m, "SP_UNLOCK", SP_UNLOCK) < 0 ||
         PyModule_AddIntConstant(m, "SP_TRYLOCK", SP_TRYLOCK) < 0 ||
+        PyModule_AddIntConstant(m, "SP_LOCK_WAITED", SP_LOCK_WAITED) < 0 ||
         PyModule_AddIntConstant(m, "LOCKSTAT_FIELDS", STAT_N) < 0)
         goto fail;
     return m;

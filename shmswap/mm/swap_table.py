@@ -10,23 +10,25 @@ Encoding (phase I): each entry is one int64.
 
 Writers hold ``ci->lock`` (``__swap_table_set`` and ``__swap_table_xchg`` assert it).  The one
 lockless reader is ``swap_table_get``: inside an RCU read section it loads the cluster's table
-pointer and, if it is not NULL, the entry.  That reader is also where the oracles look: the object
-header tells whether the table it reached was poisoned (back in the page pool), and how many grace
-periods ago it was freed (the pipe-age histogram).
+pointer and, if it is not NULL, the entry.  It is also where the oracles look, as observers
+(``reader_window`` before the entry is read, ``reader_read`` after: checks/oracles.py), and where
+fault injection can hold a reader in its window (the ``READER`` preemption point).
 """
 
 from __future__ import annotations
 
-from .cluster import C_TABLE, CW, NULL_TABLE, KernelBug
-from .preempt import Point, sched_point
-from .slab import OBJ_POOL, OBJ_RCU
-from .stats import Stat
+from ..substrate.preempt import Point, sched_point
+from .cluster import C_TABLE, CI_BYTES, CW
+from .swap import NULL_TABLE, KernelBug
 
 __all__ = [
     "null_to_swp_tb", "shadow_swp_to_tb", "folio_to_swp_tb", "swp_tb_is_null", "swp_tb_is_shadow",
     "swp_tb_is_folio", "swp_tb_to_folio", "swp_tb_to_shadow", "__swap_table_set", "__swap_table_xchg",
-    "__swap_table_get", "swap_table_get",
+    "__swap_table_get", "swap_table_get", "__swap_cache_clear_shadow",
 ]
+
+_TABLE_OFF = C_TABLE * 8
+_READER = int(Point.READER)
 
 
 def null_to_swp_tb() -> int:
@@ -61,59 +63,66 @@ def swp_tb_to_shadow(tb: int) -> int:
     return tb >> 1
 
 
-def _entry_word(si, ci: int, off: int) -> int:
+def _entry_byte(si, ci: int, off: int) -> int:
+    """Byte offset of entry ``off`` of cluster ``ci``'s table, ``ci->lock`` held."""
+    if not si.cr.held_by_me(ci * CI_BYTES):
+        raise KernelBug(f"swap table write: ci->lock of cluster {ci} not held")
     table = si.cq[ci * CW + C_TABLE]
     if table == NULL_TABLE:
         raise KernelBug(f"swap table access on cluster {ci}, whose table is NULL")
-    return table * si.spc + off
+    return (table * si.spc + off) * 8
 
 
 def __swap_table_set(si, ci: int, off: int, tb: int) -> None:
     """Models ``__swap_table_set()``: store an entry, ``ci->lock`` held."""
-    if not si.cr.held_by_me(ci * CW * 8):
-        raise KernelBug(f"__swap_table_set: ci->lock of cluster {ci} not held")
-    si.tr.store(_entry_word(si, ci, off) * 8, tb)
+    si.tr.store(_entry_byte(si, ci, off), tb)
 
 
 def __swap_table_xchg(si, ci: int, off: int, tb: int) -> int:
     """Models ``__swap_table_xchg()``: exchange an entry, ``ci->lock`` held."""
-    if not si.cr.held_by_me(ci * CW * 8):
-        raise KernelBug(f"__swap_table_xchg: ci->lock of cluster {ci} not held")
-    return si.tr.xchg(_entry_word(si, ci, off) * 8, tb)
+    return si.tr.xchg(_entry_byte(si, ci, off), tb)
 
 
 def __swap_table_get(si, ci: int, off: int) -> int:
     """Models ``__swap_table_get()``: read an entry under ``ci->lock`` (no NULL check)."""
-    return si.tq[_entry_word(si, ci, off)]
+    return si.tq[si.cq[ci * CW + C_TABLE] * si.spc + off]
 
 
 def swap_table_get(si, ci: int, off: int) -> int:
     """Models ``swap_table_get()``: the lockless reader, inside an RCU read section.
 
-    The oracle: a read is of freed memory if the object went back to the page pool, or, in page
-    mode (where nothing may reuse a table before the reader's grace period ends), if it was
-    reallocated since the reader loaded the pointer.  In slab mode reuse is allowed
-    (SLAB_TYPESAFE_BY_RCU) and it is the caller's validation that must catch a foreign folio.
+    Between loading the table pointer and reading the entry is the reader's window (reference
+    §10 W3): observers hear of it (``reader_window``, ``reader_read``) and a preemption point
+    sits in it.  In slab mode a table may be reused for another cluster meanwhile
+    (SLAB_TYPESAFE_BY_RCU): it is the caller's validation that must catch a foreign folio.
     """
-    rcu, slab = si.rcu, si.slab
+    rcu = si.rcu
     rcu.read_lock()
-    table = si.cr.load(ci * CW * 8 + C_TABLE * 8)
+    table = si.cr.load(ci * CI_BYTES + _TABLE_OFF)
     if table == NULL_TABLE:
         tb = 0
     else:
-        gen = slab.obj_gen_live(table)
-        sched_point(Point.READER, table, off)
+        obs = si.obs
+        wid = si.cur.wid
+        for hook in obs.reader_window:
+            hook(wid, ci, table, off)
+        sched_point(_READER, table, off)
         tb = si.tr.load((table * si.spc + off) * 8)
-        state = slab.obj_state(table)
-        if state == OBJ_POOL or (slab.mode == "page" and slab.obj_gen_live(table) != gen):
-            si.stat(Stat.FREED_MEMORY_READS)
-            tb = 0
-        elif state == OBJ_RCU:
-            age = rcu.completed() - slab.obj_gp(table)
-            rcu.pipe_record(age)
-            if age >= 2:
-                si.stat(Stat.PIPE_TOO_OLD)
-        else:
-            rcu.pipe_record(0)
+        for hook in obs.reader_read:
+            tb = hook(wid, ci, table, off, tb)
     rcu.read_unlock()
     return tb
+
+
+def __swap_cache_clear_shadow(si, ci: int, entry: int, nr: int) -> None:
+    """Models ``__swap_cache_clear_shadow()`` (mm/swap_state.c): null the entries of freed slots.
+
+    ``ci->lock`` held.  It lives here, with the entry accessors, because the free path
+    (swap_free.py) calls it and the swap cache (swap_cache.py) sits above the free path.
+    """
+    off = entry & (si.spc - 1)
+    tr = si.tr
+    for i in range(nr):
+        old = tr.xchg(_entry_byte(si, ci, off + i), 0)
+        if old and not old & 1:
+            si.cur.warn(f"__swap_cache_clear_shadow: freed slot {entry + i} still held folio {swp_tb_to_folio(old)}")

@@ -17,13 +17,15 @@ Every branch is counted (``stats.Stat``).
 
 from __future__ import annotations
 
+from ..substrate.layout import LIST_FREE
+from ..substrate.preempt import Point, sched_point
+from ..substrate.stats import Stat
 from .cluster import (
     C_COUNT,
     C_LOST,
     C_TABLE,
-    CLUSTER_FLAG_FREE,
+    CI_BYTES,
     CW,
-    KernelBug,
     ci_lock,
     ci_unlock,
     cluster_is_usable,
@@ -32,9 +34,8 @@ from .cluster import (
     swap_cluster_lock,
     swap_cluster_unlock,
 )
-from .layout import LIST_FREE
-from .preempt import Point, sched_point
-from .stats import Stat
+from .device import GLOBAL_LOCK_OFF, SI_LOCK_OFF
+from .swap import CLUSTER_FLAG_FREE, KernelBug
 
 __all__ = ["SeedAllocTable", "MergedAllocTable", "LOST_T5", "LOST_T6B", "LOST_NAMES", "lost_word",
            "decode_lost"]
@@ -57,25 +58,34 @@ def _install(si, ci: int, table: int) -> None:
     si.cr.store((ci * CW + C_TABLE) * 8, table)
 
 
-def _free_unused(si, table: int) -> None:
+def _free_unused(si, ci: int, table: int) -> None:
     if table >= 0:
-        si.slab.free(si, table)
-        si.stat(Stat.TABLE_UNUSED_FREED)
+        si.slab.free(table)
+        si.cur.stat(Stat.TABLE_UNUSED_FREED)
+        for hook in si.obs.table_freed_unused:
+            hook(si.cur.wid, ci, table)
 
 
 def _check_entry(si, ci: int) -> None:
     lockdep_assert_held(si, ci)
-    if not si.local_lock_held(si.task.cpu):
-        raise KernelBug(f"swap_cluster_alloc_table: local lock of CPU {si.task.cpu} not held")
+    cpu = si.cur.task.cpu
+    if not si.pcp.local_lock_held(cpu):
+        raise KernelBug(f"swap_cluster_alloc_table: local lock of CPU {cpu} not held")
+
+
+def _table_allocated(si, ci: int, table: int, sleeping: bool) -> None:
+    for hook in si.obs.table_alloc:
+        hook(si.cur.wid, ci, table, sleeping)
 
 
 def _atomic_attempt(si, ci: int) -> bool:
-    table = si.slab.alloc_atomic(si, ci)
+    table = si.slab.alloc_atomic(ci)
     if table < 0:
-        si.stat(Stat.TABLE_ATOMIC_FAIL)
+        si.cur.stat(Stat.TABLE_ATOMIC_FAIL)
         return False
     _install(si, ci, table)
-    si.stat(Stat.TABLE_ATOMIC)
+    si.cur.stat(Stat.TABLE_ATOMIC)
+    _table_allocated(si, ci, table, False)
     return True
 
 
@@ -85,24 +95,30 @@ def _sleep_for_table(si, ci: int) -> int:
     Returns the table (or -1) with the local lock of the CPU the task now runs on held, and
     global_cluster_lock on HDD; no cluster lock.
     """
-    task = si.task
-    before = task.cpu
+    cur, obs = si.cur, si.obs
+    before = cur.task.cpu
     ci_unlock(si, ci)
     if not si.ssd:
         si.global_cluster_unlock()
-    si.local_unlock(before)
+    si.pcp.local_unlock(before)
     _might_sleep(si, ci, before)
-    si.stat(Stat.SLEEPS)
+    cur.stat(Stat.SLEEPS)
+    for hook in obs.sleep:
+        hook(cur.wid, ci, before)
     sched_point(Point.TABLE_SLEEP, ci, before)
-    table = si.sleep_alloc(si, ci)
+    table = si.sleep_alloc(ci)
     if table < 0:
-        si.stat(Stat.SLEEP_FAIL)
-    now = task.wake_after_sleep()
-    si.set_rec_cpu(now)
+        cur.stat(Stat.SLEEP_FAIL)
+    else:
+        _table_allocated(si, ci, table, True)
+    now = cur.wake_after_sleep()
+    cur.set_rec_cpu(now)
     if now != before:
-        si.stat(Stat.MIGRATED)
+        cur.stat(Stat.MIGRATED)
+    for hook in obs.wake:
+        hook(cur.wid, now, before)
     sched_point(Point.TABLE_WAKE, now, before)
-    si.local_lock(now)
+    si.pcp.local_lock(now)
     if not si.ssd:
         si.global_cluster_lock()
     return table
@@ -110,18 +126,18 @@ def _sleep_for_table(si, ci: int) -> int:
 
 def _might_sleep(si, ci: int, cpu: int) -> None:
     """``might_sleep()``: no spinlock and no local lock may be held across the sleeping allocation."""
-    held = [name for name, yes in (("ci->lock", si.cr.held_by_me(ci * CW * 8)),
-                                   ("local lock", si.local_lock_held(cpu)),
-                                   ("si->lock", si.devr.held_by_me(0)),
-                                   ("global_cluster_lock", si.devr.held_by_me(8))) if yes]
+    held = [name for name, yes in (("ci->lock", si.cr.held_by_me(ci * CI_BYTES)),
+                                   ("local lock", si.pcp.local_lock_held(cpu)),
+                                   ("si->lock", si.devr.held_by_me(SI_LOCK_OFF)),
+                                   ("global_cluster_lock", si.devr.held_by_me(GLOBAL_LOCK_OFF))) if yes]
     if held:
-        si.warn(f"swap_cluster_alloc_table: sleeping with {', '.join(held)} held (cluster {ci})")
+        si.cur.warn(f"swap_cluster_alloc_table: sleeping with {', '.join(held)} held (cluster {ci})")
 
 
 def _lose(si, ci: int, branch: int, other: int = -1) -> None:
     """Record that the seed left ``ci`` isolated on no list (T5 or T6b)."""
-    si.cq[ci * CW + C_LOST] = lost_word(branch, si.task.wid, si.task.cpu, other)
-    si.stat(Stat.LOST_CLUSTERS)
+    si.cq[ci * CW + C_LOST] = lost_word(branch, si.cur.wid, si.cur.task.cpu, other)
+    si.cur.stat(Stat.LOST_CLUSTERS)
 
 
 class SeedAllocTable:
@@ -136,28 +152,28 @@ class SeedAllocTable:
             return ci
         table = _sleep_for_table(si, ci)
         # Back to atomic context: the per-CPU cluster of the CPU we now run on (SSD only).
-        offset = si.pcp_offset(si.task.cpu, order)
+        offset = si.pcp.offset(si.cur.task.cpu, order)
         if si.ssd and offset:
             pcp_ci = swap_cluster_lock(si, offset)
             if cluster_is_usable(si, pcp_ci, order) and si.cq[pcp_ci * CW + C_COUNT] < si.spc:
-                si.stat(Stat.USED_PERCPU)
+                si.cur.stat(Stat.USED_PERCPU)
                 _lose(si, ci, LOST_T5, pcp_ci)
-                _free_unused(si, table)
-                si.set_rec_cluster(pcp_ci)
+                _free_unused(si, ci, table)
+                si.cur.set_rec_cluster(pcp_ci)
                 return pcp_ci
             swap_cluster_unlock(si, pcp_ci)
         if table < 0:
-            si.stat(Stat.RETURNED_NULL)
+            si.cur.stat(Stat.RETURNED_NULL)
             _lose(si, ci, LOST_T6B)
-            si.set_rec_cluster(-1)
+            si.cur.set_rec_cluster(-1)
             return -1
         ci_lock(si, ci)
         if si.cq[ci * CW + C_TABLE] != -1:
-            si.stat(Stat.ALREADY_HAD_TABLE)    # WARN_ON_ONCE: counted, not fatal
-            _free_unused(si, table)
+            si.cur.stat(Stat.ALREADY_HAD_TABLE)    # WARN_ON_ONCE: counted, not fatal
+            _free_unused(si, ci, table)
             return ci
         _install(si, ci, table)
-        si.stat(Stat.INSTALLED)
+        si.cur.stat(Stat.INSTALLED)
         return ci
 
 
@@ -174,15 +190,15 @@ class MergedAllocTable:
         table = _sleep_for_table(si, ci)
         ci_lock(si, ci)
         if si.cq[ci * CW + C_TABLE] != -1:
-            si.stat(Stat.ALREADY_HAD_TABLE)
-            _free_unused(si, table)
+            si.cur.stat(Stat.ALREADY_HAD_TABLE)
+            _free_unused(si, ci, table)
             return ci
         if table < 0:
             move_cluster(si, ci, LIST_FREE, CLUSTER_FLAG_FREE)
             ci_unlock(si, ci)
-            si.stat(Stat.RETURNED_NULL)
-            si.set_rec_cluster(-1)
+            si.cur.stat(Stat.RETURNED_NULL)
+            si.cur.set_rec_cluster(-1)
             return -1
         _install(si, ci, table)
-        si.stat(Stat.INSTALLED)
+        si.cur.stat(Stat.INSTALLED)
         return ci

@@ -9,51 +9,51 @@ free path on clusters another CPU's cache points into.
 from __future__ import annotations
 
 from .locks import LockClass
-from .state import HANDOFF_HDR, HANDOFF_REC, HANDOFF_SLOTS, SwapShm
+from .state import HANDOFF, HANDOFF_REC, HANDOFF_SLOTS, SwapShm
 
 __all__ = ["HandoffRing"]
 
-_H = {n: i for i, n in enumerate(HANDOFF_HDR)}
-_LOCK = LockClass.HANDOFF_LOCK
+_LOCK = int(LockClass.HANDOFF_LOCK)
+_LOCK_OFF = 8 * HANDOFF.lock
 
 
 class HandoffRing:
     def __init__(self, shm: SwapShm) -> None:
         self.q, self.r = shm.hq, shm.hr
-        self.base = len(HANDOFF_HDR)
+        self.base = HANDOFF.size
 
     def push(self, rec: list[int]) -> bool:
         """Publish ``rec`` (entry, order, folio, state); False if the ring is full."""
         q = self.q
-        self.r.lock(0, _LOCK)
-        if q[_H["count"]] >= HANDOFF_SLOTS:
-            self.r.unlock(0, _LOCK)
+        self.r.lock(_LOCK_OFF, _LOCK)
+        if q[HANDOFF.count] >= HANDOFF_SLOTS:
+            self.r.unlock(_LOCK_OFF, _LOCK)
             return False
-        tail = q[_H["tail"]]
+        tail = q[HANDOFF.tail]
         b = self.base + tail * HANDOFF_REC
         for i in range(HANDOFF_REC):
             q[b + i] = rec[i]
-        q[_H["tail"]] = (tail + 1) % HANDOFF_SLOTS
-        q[_H["count"]] += 1
-        q[_H["pushed"]] += 1
-        self.r.unlock(0, _LOCK)
+        q[HANDOFF.tail] = (tail + 1) % HANDOFF_SLOTS
+        q[HANDOFF.count] += 1
+        q[HANDOFF.pushed] += 1
+        self.r.unlock(_LOCK_OFF, _LOCK)
         return True
 
     def pop(self) -> list[int] | None:
         """Take the oldest record, or None."""
         q = self.q
-        self.r.lock(0, _LOCK)
-        if not q[_H["count"]]:
-            self.r.unlock(0, _LOCK)
+        self.r.lock(_LOCK_OFF, _LOCK)
+        if not q[HANDOFF.count]:
+            self.r.unlock(_LOCK_OFF, _LOCK)
             return None
-        head = q[_H["head"]]
+        head = q[HANDOFF.head]
         b = self.base + head * HANDOFF_REC
         rec = [q[b + i] for i in range(HANDOFF_REC)]
-        q[_H["head"]] = (head + 1) % HANDOFF_SLOTS
-        q[_H["count"]] -= 1
-        q[_H["taken"]] += 1
-        self.r.unlock(0, _LOCK)
+        q[HANDOFF.head] = (head + 1) % HANDOFF_SLOTS
+        q[HANDOFF.count] -= 1
+        q[HANDOFF.taken] += 1
+        self.r.unlock(_LOCK_OFF, _LOCK)
         return rec
 
     def statistics(self) -> dict[str, int]:
-        return {"pushed": self.q[_H["pushed"]], "taken": self.q[_H["taken"]], "held": self.q[_H["count"]]}
+        return {"pushed": self.q[HANDOFF.pushed], "taken": self.q[HANDOFF.taken], "held": self.q[HANDOFF.count]}

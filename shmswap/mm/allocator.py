@@ -26,6 +26,8 @@ What is simplified, and why:
 * ``alloc_swap_scan_list`` with ``scan_all`` is bounded by the list's length at entry plus one:
   in the kernel a list whose every cluster fails (after swapoff cleared WRITEOK) cycles until
   other CPUs' frees move the clusters on (reference §4.5); a single-process run would spin forever.
+* Reclaim of cache-only slots (``__try_to_reclaim_swap``, the full-cluster reclaim) is in
+  reclaim.py; the work items that run discard and reclaim off the allocation path are in work.py.
 * ``mem_cgroup`` charging, zswap, zeromap and swap count continuations are not modelled.
 """
 
@@ -33,9 +35,16 @@ from __future__ import annotations
 
 import errno
 
+from ..substrate.layout import LIST_FREE, list_frag, list_nonfull
+from ..substrate.preempt import Point, sched_point
+from ..substrate.stats import Stat
 from .cluster import (
     C_COUNT,
+    C_FLAGS,
     C_ORDER,
+    C_TABLE,
+    CI_BYTES,
+    CI_LOCK,
     CW,
     ci_lock,
     ci_unlock,
@@ -44,37 +53,30 @@ from .cluster import (
     isolate_lock_cluster,
     lockdep_assert_held,
     relocate_cluster,
-    swap_cluster_lock,
-    swap_cluster_unlock,
     swap_do_scheduled_discard,
 )
-from .device import (
+from .device import get_swap_device_info, put_swap_device, swap_usage_add, vm_swap_full
+from .reclaim import __try_to_reclaim_swap, swap_reclaim_full_clusters
+from .swap import (
+    CLUSTER_FLAG_USABLE,
+    NULL_TABLE,
+    SWAP_HAS_CACHE,
     SWP_BLKDEV,
     SWP_PAGE_DISCARD,
     SWP_SOLIDSTATE,
     SWP_WRITEOK,
-    get_swap_device_info,
-    put_swap_device,
-    swap_usage_add,
-    swap_usage_in_pages,
-    vm_swap_full,
+    TTRS_ANYWAY,
 )
-from .layout import LIST_FREE, LIST_FULL, list_frag, list_nonfull
-from .locks import LockClass
-from .preempt import Point, sched_point
-from .stats import Stat
-from .swap_cache import swap_cache_add_folio, swap_cache_del_folio, swap_cache_get_folio
-from .swap_free import SWAP_HAS_CACHE, TTRS_ANYWAY, TTRS_FULL, TTRS_UNMAPPED
+from .swap_cache import swap_cache_add_folio
 
 __all__ = [
     "folio_alloc_swap", "swap_alloc_fast", "swap_alloc_slow", "cluster_alloc_swap_entry",
     "alloc_swap_scan_list", "alloc_swap_scan_cluster", "cluster_scan_range", "cluster_reclaim_range",
-    "cluster_alloc_range", "swap_range_alloc", "swap_reclaim_full_clusters", "__try_to_reclaim_swap",
-    "get_swap_page_of_type", "swap_sync_discard", "swap_discard_work", "swap_reclaim_work",
-    "flush_scheduled_work",
+    "cluster_alloc_range", "swap_range_alloc", "get_swap_page_of_type", "swap_sync_discard",
 ]
 
-_RECLAIM_RETRIES = 8
+_ALLOC, _ALLOC_FAILED, _FAST_HIT, _SLOW_PATH = (int(s) for s in (Stat.ALLOC, Stat.ALLOC_FAILED, Stat.FAST_HIT,
+                                                                 Stat.SLOW_PATH))
 
 
 def folio_alloc_swap(si, folio: int) -> int:
@@ -83,58 +85,63 @@ def folio_alloc_swap(si, folio: int) -> int:
     Returns the first slot (the folio is then in the swap cache) or a negative errno.
     """
     order = si.folios.order(folio)
+    cur = si.cur
     if (1 << order) > si.spc:
-        si.warn(f"folio_alloc_swap: order {order} exceeds the cluster size")
+        cur.warn(f"folio_alloc_swap: order {order} exceeds the cluster size")
         return -errno.EINVAL
-    task = si.task
+    task, pcp = cur.task, si.pcp
+    percpu = si.variant.percpu.enabled
     while True:
         task.start_op()
-        si.set_rec_cpu(task.cpu)
-        si.local_lock(task.cpu)
-        entry = swap_alloc_fast(si, order) if si.variant.percpu.enabled else 0
+        cur.set_rec_cpu(task.cpu)
+        pcp.local_lock(task.cpu)
+        entry = swap_alloc_fast(si, order) if percpu else 0
         if not entry:
             entry = swap_alloc_slow(si, order)
-        si.local_unlock(task.cpu)      # of the CPU the task ended on
+        pcp.local_unlock(task.cpu)      # of the CPU the task ended on
         if entry or order or not swap_sync_discard(si):
             break
-    si.set_rec_cluster(-1)
+    cur.set_rec_cluster(-1)
     if not entry:
-        si.stat(Stat.ALLOC_FAILED)
+        cur.stat(_ALLOC_FAILED)
         return -errno.ENOMEM
     swap_cache_add_folio(si, folio, entry)
-    si.stat(Stat.ALLOC)
+    cur.stat(_ALLOC)
     return entry
 
 
 def swap_alloc_fast(si, order: int) -> int:
     """Models ``swap_alloc_fast()``: allocate from this CPU's cached cluster."""
-    cpu = si.task.cpu
-    if not si.pcp_si(cpu, order):
+    cpu = si.cur.task.cpu
+    pcp = si.pcp
+    if not pcp.si(cpu, order):
         return 0
-    offset = si.pcp_offset(cpu, order)
+    offset = pcp.offset(cpu, order)
     if not offset or not get_swap_device_info(si):
         return 0
     found = 0
-    ci = swap_cluster_lock(si, offset)
-    if cluster_is_usable(si, ci, order):
-        if not si.cq[ci * CW + C_COUNT]:
-            offset = cluster_offset(si, ci)
+    ci = offset >> si.spc_shift
+    si.cr.lock(ci * CI_BYTES, CI_LOCK)                      # swap_cluster_lock
+    b = ci * CW
+    cq = si.cq
+    # cluster_is_usable(), inline: listable flag, a table, a compatible order
+    if cq[b + C_FLAGS] <= CLUSTER_FLAG_USABLE and cq[b + C_TABLE] != NULL_TABLE and (
+            not order or not cq[b + C_COUNT] or order == cq[b + C_ORDER]):
+        if not cq[b + C_COUNT]:
+            offset = ci << si.spc_shift
         found = alloc_swap_scan_cluster(si, ci, offset, order, SWAP_HAS_CACHE)
         if found:
-            si.stat(Stat.FAST_HIT)
+            si.cur.stat(_FAST_HIT)
     else:
-        swap_cluster_unlock(si, ci)
+        si.cr.unlock(ci * CI_BYTES, CI_LOCK)
     put_swap_device(si)
     return found
 
 
 def swap_alloc_slow(si, order: int) -> int:
     """Models ``swap_alloc_slow()`` for the one device on the avail list."""
-    si.stat(Stat.SLOW_PATH)
-    si.devr.lock(16, LockClass.SWAP_AVAIL_LOCK)
-    on_avail = si.devq[si.d_on_avail]
-    si.devr.unlock(16, LockClass.SWAP_AVAIL_LOCK)
-    if not on_avail or not get_swap_device_info(si):
+    si.cur.stat(_SLOW_PATH)
+    if not si.on_avail() or not get_swap_device_info(si):
         return 0
     offset = cluster_alloc_swap_entry(si, order, SWAP_HAS_CACHE)
     put_swap_device(si)
@@ -143,26 +150,25 @@ def swap_alloc_slow(si, order: int) -> int:
 
 def cluster_alloc_swap_entry(si, order: int, usage: int) -> int:
     """Models ``cluster_alloc_swap_entry()``: the ordered search (reference §4.4)."""
-    flags = si.devq[si.d_flags]
+    flags = si.flags
     if order and not flags & SWP_BLKDEV:
         return 0
     ssd = flags & SWP_SOLIDSTATE
-    discard = flags & SWP_PAGE_DISCARD
-    pmd = si.pmd_order
     found = 0
     if not ssd:
         si.global_cluster_lock()
-        offset = si.devq[si.d_global_next + order]
+        offset = si.devq[si.global_next + order]
         if offset:
-            ci = swap_cluster_lock(si, offset)
+            ci = offset >> si.spc_shift
+            ci_lock(si, ci)
             if cluster_is_usable(si, ci, order):
                 if not si.cq[ci * CW + C_COUNT]:
                     offset = cluster_offset(si, ci)
                 found = alloc_swap_scan_cluster(si, ci, offset, order, usage)
             else:
-                swap_cluster_unlock(si, ci)
+                ci_unlock(si, ci)
     if not found:
-        found = _new_cluster(si, order, usage, discard, pmd)
+        found = _new_cluster(si, order, usage, flags & SWP_PAGE_DISCARD, si.pmd_order)
     if not ssd:
         si.global_cluster_unlock()
     return found
@@ -192,7 +198,7 @@ def _new_cluster(si, order: int, usage: int, discard: int, pmd: int) -> int:
 
 def alloc_swap_scan_list(si, lst: int, order: int, usage: int, scan_all: bool) -> int:
     """Models ``alloc_swap_scan_list()``: isolate clusters off ``lst`` and scan each."""
-    budget = si.devq[si.d_heads + 3 * lst + 2] + 1
+    budget = si.list_len(lst) + 1
     found = 0
     while budget > 0:
         budget -= 1
@@ -213,12 +219,13 @@ def alloc_swap_scan_cluster(si, ci: int, offset: int, order: int, usage: int) ->
     """
     lockdep_assert_held(si, ci)
     nr = 1 << order
-    start = cluster_offset(si, ci)
-    end = min(start + si.spc, si.max)
+    spc = si.spc
+    start = ci << si.spc_shift
+    end = min(start + spc, si.max)
     b = ci * CW
     cq = si.cq
     found = nxt = 0
-    if end >= nr and cq[b + C_COUNT] + nr <= si.spc:
+    if end >= nr and cq[b + C_COUNT] + nr <= spc:
         end -= nr
         while offset <= end:
             ok, need_reclaim = cluster_scan_range(si, ci, offset, nr)
@@ -238,16 +245,16 @@ def alloc_swap_scan_cluster(si, ci: int, offset: int, order: int, usage: int) ->
                 break
             found = offset
             offset += nr
-            if cq[b + C_COUNT] < si.spc and offset <= end:
+            if cq[b + C_COUNT] < spc and offset <= end:
                 nxt = offset
             break
     relocate_cluster(si, ci)
-    swap_cluster_unlock(si, ci)
+    si.cr.unlock(ci * CI_BYTES, CI_LOCK)                    # swap_cluster_unlock
     if si.ssd:
         if si.variant.percpu.enabled:
-            si.pcp_set(si.task.cpu, order, nxt)
+            si.pcp.set(si.cur.task.cpu, order, nxt)
     else:
-        si.devq[si.d_global_next + order] = nxt
+        si.devq[si.global_next + order] = nxt
     return found
 
 
@@ -256,6 +263,11 @@ def cluster_scan_range(si, ci: int, start: int, nr: int) -> tuple[bool, bool]:
     if not si.cq[ci * CW + C_COUNT]:
         return True, False
     m = si.map
+    if nr == 1:
+        v = m[start]
+        if not v:
+            return True, False
+        return (True, True) if v == SWAP_HAS_CACHE and vm_swap_full(si) else (False, False)
     need_reclaim = False
     full = None
     for off in range(start, start + nr):
@@ -296,89 +308,27 @@ def cluster_reclaim_range(si, ci: int, start: int, end: int) -> bool:
 
 def cluster_alloc_range(si, ci: int, start: int, usage: int, order: int) -> bool:
     """Models ``cluster_alloc_range()``: the only SWP_WRITEOK test on the folio path."""
-    lockdep_assert_held(si, ci)
-    if not si.devq[si.d_flags] & SWP_WRITEOK:
+    if not si.flags & SWP_WRITEOK:
         return False
     nr = 1 << order
     b = ci * CW
-    if not si.cq[b + C_COUNT]:
-        si.cq[b + C_ORDER] = order
-    m = si.map
-    m[start:start + nr] = bytes((usage,)) * nr
+    cq = si.cq
+    if not cq[b + C_COUNT]:
+        cq[b + C_ORDER] = order
+    if nr == 1:
+        si.map[start] = usage
+    else:
+        si.map[start:start + nr] = bytes((usage,)) * nr
     swap_range_alloc(si, nr)
-    si.cq[b + C_COUNT] += nr
+    cq[b + C_COUNT] += nr
     return True
 
 
 def swap_range_alloc(si, nr: int) -> None:
     """Models ``swap_range_alloc()``."""
     if swap_usage_add(si, nr) and vm_swap_full(si):
-        si.devr.fetch_add(si.d_reclaim_work, 1)      # schedule_work(&si->reclaim_work)
-    si.devr.fetch_add(si.d_nr_swap, -nr)
-
-
-def swap_reclaim_full_clusters(si, force: bool) -> None:
-    """Models ``swap_reclaim_full_clusters()``: free the cache-only slots of FULL clusters."""
-    from .cluster import C_FLAGS, CLUSTER_FLAG_NONE
-    si.stat(Stat.RECLAIM_FULL)
-    to_scan = swap_usage_in_pages(si) // si.spc if force else 1
-    m = si.map
-    while (ci := isolate_lock_cluster(si, LIST_FULL, 0)) >= 0:
-        offset = cluster_offset(si, ci)
-        end = min(si.max, offset + si.spc)
-        to_scan -= 1
-        while offset < end:
-            if m[offset] == SWAP_HAS_CACHE:
-                ci_unlock(si, ci)
-                sched_point(Point.RECLAIM_WINDOW, ci, offset)
-                n = __try_to_reclaim_swap(si, offset, TTRS_ANYWAY)
-                ci_lock(si, ci)
-                if n:
-                    offset += abs(n)
-                    continue
-            offset += 1
-        if si.cq[ci * CW + C_FLAGS] == CLUSTER_FLAG_NONE:
-            relocate_cluster(si, ci)
-        swap_cluster_unlock(si, ci)
-        si.set_rec_cluster(-1)
-        if to_scan <= 0:
-            break
-
-
-def __try_to_reclaim_swap(si, offset: int, flags: int) -> int:
-    """Models ``__try_to_reclaim_swap()``: >0 pages reclaimed, <0 folio busy, 0 no folio.
-
-    ``folio_mapped`` is always false in the model (a swap-cache folio being reclaimed has been
-    unmapped); the "again" loop is bounded.
-    """
-    folios = si.folios
-    for _ in range(_RECLAIM_RETRIES):
-        folio = swap_cache_get_folio(si, offset)
-        if folio < 0:
-            return 0
-        nr = 1 << folios.order(folio)
-        if not folios.folio_trylock(folio):
-            folios.folio_put(folio)
-            return -nr
-        if not folios.folio_matches_swap_entry(folio, offset):
-            folios.folio_unlock(folio)
-            folios.folio_put(folio)
-            continue
-        start = folios.swap(folio)
-        need = bool(flags & (TTRS_ANYWAY | TTRS_UNMAPPED)) or bool(flags & TTRS_FULL and vm_swap_full(si))
-        ret = -nr
-        if need:
-            ci = swap_cluster_lock(si, start)
-            only_cache = all(si.map[s] == SWAP_HAS_CACHE for s in range(start, start + nr))
-            swap_cluster_unlock(si, ci)
-            if only_cache:
-                swap_cache_del_folio(si, folio)
-                ret = nr
-                si.stat(Stat.RECLAIMED_SLOTS, nr)
-        folios.folio_unlock(folio)
-        folios.folio_put(folio)
-        return ret
-    return 0
+        si.schedule_reclaim_work()
+    si.nr_swap_pages_add(-nr)
 
 
 def get_swap_page_of_type(si) -> int:
@@ -390,48 +340,25 @@ def get_swap_page_of_type(si) -> int:
     """
     offset = 0
     if get_swap_device_info(si):
-        if si.devq[si.d_flags] & SWP_WRITEOK:
-            task = si.task
+        if si.writeok():
+            cur = si.cur
+            task = cur.task
             task.start_op()
-            si.local_lock(task.cpu)
+            si.pcp.local_lock(task.cpu)
             offset = cluster_alloc_swap_entry(si, 0, 1)
-            si.local_unlock(task.cpu)
-            si.set_rec_cluster(-1)
+            si.pcp.local_unlock(task.cpu)
+            cur.set_rec_cluster(-1)
             if offset:
-                si.devr.fetch_add(si.d_nr_swap, -1)
+                si.nr_swap_pages_add(-1)
         put_swap_device(si)
     return offset
 
 
 def swap_sync_discard(si) -> bool:
     """Models ``swap_sync_discard()`` of [fix-discard]: discard now, outside the local lock."""
-    si.devr.lock(16, LockClass.SWAP_AVAIL_LOCK)
-    on_avail = si.devq[si.d_on_avail]
-    si.devr.unlock(16, LockClass.SWAP_AVAIL_LOCK)
     ret = False
-    if on_avail and get_swap_device_info(si):
-        if si.devq[si.d_flags] & SWP_PAGE_DISCARD:
+    if si.on_avail() and get_swap_device_info(si):
+        if si.flags & SWP_PAGE_DISCARD:
             ret = swap_do_scheduled_discard(si)
         put_swap_device(si)
     return ret
-
-
-def swap_discard_work(si) -> bool:
-    """Models ``swap_discard_work()``: the discard workqueue item."""
-    si.devr.store(si.d_discard_work, 0)
-    return swap_do_scheduled_discard(si)
-
-
-def flush_scheduled_work(si) -> None:
-    """``flush_work`` of both work items: run whichever a free or an allocation scheduled."""
-    if si.devr.load(si.d_discard_work):
-        swap_discard_work(si)
-    if si.devr.load(si.d_reclaim_work):
-        swap_reclaim_work(si)
-
-
-def swap_reclaim_work(si) -> None:
-    """Models ``swap_reclaim_work()``: reclaim every FULL cluster's cache-only slots."""
-    si.devr.store(si.d_reclaim_work, 0)
-    swap_reclaim_full_clusters(si, True)
-

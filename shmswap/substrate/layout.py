@@ -2,8 +2,9 @@
 
 Each record is a row of little-endian int64 words, so the hot path can index a flat
 ``memoryview.cast('q')`` (about 0.05 µs an item) while the checker and the reports use the numpy
-structured view of the same bytes.  The word index of a field is ``dtype.fields[name][1] // 8``;
-``word(dtype, name)`` gives it.  Lock words are 8 bytes (``u32 state``, ``i32 owner+1``) and are
+structured view of the same bytes.  Every shared word is addressed one way: by name, through a
+``Record`` generated from the dtype (``CLUSTER.count`` is the word index of ``count`` in a cluster
+record, ``CLUSTER.size`` the record's length in words); nothing keeps an offset by hand.  Lock words are 8 bytes (``u32 state``, ``i32 owner+1``) and are
 driven only through the C module (``shmswap._prim``).
 
 Models the kernel structures of mm/swap.h and include/linux/swap.h: ``struct swap_cluster_info``,
@@ -16,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "CACHELINE", "CLUSTER_DTYPE", "FOLIO_DTYPE", "OBJ_DTYPE", "PAGE_DTYPE",
+    "CACHELINE", "CLUSTER_DTYPE", "FOLIO_DTYPE", "OBJ_DTYPE", "PAGE_DTYPE", "Record", "words_dtype",
+    "CLUSTER", "FOLIO", "OBJ", "PAGE", "DEVICE",
     "device_dtype", "percpu_dtype", "word", "nr_lists", "list_nonfull", "list_frag",
     "LIST_FREE", "LIST_FULL", "LIST_DISCARD", "LIST_NAMES",
 ]
@@ -148,3 +150,39 @@ FOLIO_DTYPE = np.dtype(_i64("ref", "flags", "swap", "order", "owner", "gen", "lo
 def word(dtype: np.dtype, name: str) -> int:
     """Index of an int64 field in a flat 'q' view of one record."""
     return dtype.fields[name][1] // 8
+
+
+def words_dtype(names: tuple[str, ...]) -> np.dtype:
+    """A record of int64 words named ``names``, in that order."""
+    return np.dtype(_i64(*names))
+
+
+class Record:
+    """Word indices of a record's fields, generated from its dtype.
+
+    ``rec.<field>`` is the index of the field's first int64 word in a flat ``'q'`` view of one
+    record; ``rec.size`` is the record's length in words.  Byte offsets (for the C atomics and
+    locks) are ``8 * rec.<field>``.  Hot code copies the indices it needs into module constants
+    at import time, which costs nothing per access and still comes from here.
+    """
+
+    def __init__(self, dtype: np.dtype) -> None:
+        if dtype.itemsize % 8:
+            raise ValueError(f"record of {dtype.itemsize} bytes is not whole int64 words")
+        self.dtype = dtype
+        self.size = dtype.itemsize // 8
+        self.names = dtype.names
+        for name in dtype.names:
+            setattr(self, name, dtype.fields[name][1] // 8)
+
+    def __repr__(self) -> str:
+        return "Record(" + ", ".join(f"{n}={getattr(self, n)}" for n in self.names) + ")"
+
+
+CLUSTER = Record(CLUSTER_DTYPE)
+OBJ = Record(OBJ_DTYPE)
+PAGE = Record(PAGE_DTYPE)
+FOLIO = Record(FOLIO_DTYPE)
+# The scalar fields of swap_info come before its per-order arrays, so their indices do not depend
+# on the number of orders; ``Record(device_dtype(n))`` adds ``global_next`` and ``heads`` for n.
+DEVICE = Record(device_dtype(1))

@@ -24,42 +24,51 @@ from __future__ import annotations
 import os
 import time
 
-from . import _prim
-from .locks import LockClass
-from .state import RCU_HDR, SwapShm, rcu_dtype
+from typing import Protocol
 
-__all__ = ["Rcu", "RCU_GP_PHASE"]
+from ..substrate import _prim
+from ..substrate.locks import LockClass
+from ..substrate.observe import Observers
+from ..substrate.state import READER, RCU, SwapShm
+
+__all__ = ["Rcu", "RCU_GP_PHASE", "ReaderSupervisor"]
 
 RCU_GP_PHASE = 1 << 32
 RCU_NEST_MASK = RCU_GP_PHASE - 1
 
-_GP_LOCK = RCU_HDR.index("gp_lock") * 8
-_GP_CTR = RCU_HDR.index("gp_ctr") * 8
-_GP_SEQ = RCU_HDR.index("gp_seq") * 8
-_GPS = RCU_HDR.index("gps") * 8
-_GP_NS_TOTAL = RCU_HDR.index("gp_ns_total") * 8
-_GP_NS_MAX = RCU_HDR.index("gp_ns_max") * 8
+# Byte offsets of the header words and of a reader record's words (generated from the dtypes).
+_GP_LOCK, _GP_CTR, _GP_SEQ, _GPS = 8 * RCU.gp_lock, 8 * RCU.gp_ctr, 8 * RCU.gp_seq, 8 * RCU.gps
+_GP_NS_TOTAL, _GP_NS_MAX = 8 * RCU.gp_ns_total, 8 * RCU.gp_ns_max
+_R_SECTIONS, _R_DEAD, _R_PIPE = READER.sections, 8 * READER.dead, READER.pipe
+_RCU_GP_LOCK = int(LockClass.RCU_GP_LOCK)
+
+
+class ReaderSupervisor(Protocol):
+    """Who can tell a dead reader and an aborting run (the manager's watchdog)."""
+
+    def reader_alive(self, wid: int) -> bool:
+        """False once worker ``wid`` is dead: a reader that died in its section is quiescent."""
+
+    def aborting(self) -> bool:
+        """True when the run is being aborted: a grace period stops waiting on a stopped reader."""
 
 
 class Rcu:
     """One process's handle on the RCU state of a run."""
 
-    def __init__(self, shm: SwapShm, broken: bool = False) -> None:
+    def __init__(self, shm: SwapShm, observers: Observers, broken: bool = False,
+                 supervisor: ReaderSupervisor | None = None) -> None:
         self.rr = shm.rr
         self.rq = shm.rq
+        self.obs = observers
         self.broken = broken
         self.hdr = shm.rcu_hdr_dt.itemsize
-        self.rec = rcu_dtype().itemsize
+        self.rec = READER.size * 8
         self.n = shm.geo.n_workers
         self.my = 0
         self.nest = 0
         self.latencies_ns: list[int] = []   # this process's grace periods, for percentiles
-        # Set by a supervisor that can tell a dead reader (the manager's watchdog): a reader that
-        # died inside its section is quiescent, or grace periods would stall for good.
-        self.reader_alive = None
-        # Set by a supervisor: when it returns True the run is being aborted and a grace period
-        # stops waiting (raising ``_prim.Aborted``) rather than wait on a stopped reader.
-        self.abandon = None
+        self.supervisor = supervisor
 
     def set_worker(self, wid: int) -> None:
         self.my = self.hdr + wid * self.rec
@@ -69,7 +78,7 @@ class Rcu:
         """``rcu_read_lock()``: publish the phase seen on entry, with a full barrier."""
         if self.nest == 0:
             self.rr.xchg(self.my, (self.rr.load(_GP_CTR) & RCU_GP_PHASE) | 1)
-            self.rq[(self.my >> 3) + 1] += 1
+            self.rq[(self.my >> 3) + _R_SECTIONS] += 1
         else:
             self.rr.store(self.my, self.rr.load(self.my) + 1)
         self.nest += 1
@@ -80,7 +89,7 @@ class Rcu:
         self.rr.store(self.my, 0 if self.nest == 0 else self.rr.load(self.my) - 1)
 
     def pipe_record(self, age: int) -> None:
-        self.rq[(self.my >> 3) + 3 + min(age, 4)] += 1
+        self.rq[(self.my >> 3) + _R_PIPE + min(age, 4)] += 1
 
     # -- grace periods --------------------------------------------------------------------------------
     def gp_seq(self) -> int:
@@ -104,7 +113,7 @@ class Rcu:
         if self.nest:
             raise RuntimeError("synchronize_rcu inside an RCU read-side critical section")
         start = _prim.now_ns()
-        self.rr.lock(_GP_LOCK, LockClass.RCU_GP_LOCK)
+        self.rr.lock(_GP_LOCK, _RCU_GP_LOCK)
         try:
             self.rr.fetch_add(_GP_SEQ, 1)
             for _ in range(2):
@@ -117,8 +126,10 @@ class Rcu:
             self.rr.fetch_add(_GP_NS_TOTAL, took)
             if took > self.rr.load(_GP_NS_MAX):
                 self.rr.store(_GP_NS_MAX, took)
+            for hook in self.obs.grace_period:
+                hook(self.rr.load(_GP_SEQ), took)
         finally:
-            self.rr.unlock(_GP_LOCK, LockClass.RCU_GP_LOCK)
+            self.rr.unlock(_GP_LOCK, _RCU_GP_LOCK)
 
     def _wait_for_readers(self, timeout_s: float) -> None:
         phase = self.rr.load(_GP_CTR) & RCU_GP_PHASE
@@ -128,7 +139,7 @@ class Rcu:
             spins = 0
             while True:
                 ctr = self.rr.load(off)
-                if not ctr & RCU_NEST_MASK or (ctr & RCU_GP_PHASE) == phase or self.rr.load(off + 16):
+                if not ctr & RCU_NEST_MASK or (ctr & RCU_GP_PHASE) == phase or self.rr.load(off + _R_DEAD):
                     break
                 spins += 1
                 if spins < 100:
@@ -138,11 +149,12 @@ class Rcu:
                     deadline = time.monotonic() + timeout_s
                 elif time.monotonic() > deadline:
                     raise TimeoutError(f"synchronize_rcu: reader of worker {w} stuck in a read section")
-                if spins % 64 == 0:
-                    if self.reader_alive is not None and not self.reader_alive(w):
-                        self.rr.store(off + 16, 1)
+                sup = self.supervisor
+                if spins % 64 == 0 and sup is not None:
+                    if not sup.reader_alive(w):
+                        self.rr.store(off + _R_DEAD, 1)
                         break
-                    if self.abandon is not None and self.abandon():
+                    if sup.aborting():
                         raise _prim.Aborted(f"grace period abandoned: the run is aborting (worker {w} "
                                             "is in a read section)")
                 time.sleep(0.0001)

@@ -25,18 +25,30 @@ locks.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _prim
-from .config import Config
-from .layout import CLUSTER_DTYPE, FOLIO_DTYPE, OBJ_DTYPE, PAGE_DTYPE, device_dtype, percpu_dtype
+from ..config import Config
+from .layout import (
+    CLUSTER_DTYPE,
+    FOLIO_DTYPE,
+    OBJ_DTYPE,
+    PAGE_DTYPE,
+    Record,
+    device_dtype,
+    percpu_dtype,
+    words_dtype,
+)
 from .locks import LOCKSTAT_FIELDS, N_CLASSES
 from .shm import Segment, new_run_prefix
 from .stats import N_STATS
 
-__all__ = ["Geometry", "SwapShm", "SLAB_HDR", "RCU_HDR", "WORKER_REC", "worker_dtype", "rcu_dtype"]
+__all__ = ["Geometry", "SwapShm", "SLAB_HDR", "RCU_HDR", "WORKER_REC", "worker_dtype", "rcu_dtype",
+           "SLAB", "RCU", "READER", "WORKER", "WREC", "HANDOFF", "CONTROL", "CONTROL_W",
+           "HANDOFF_SLOTS", "HANDOFF_REC"]
 
 # Slab header words (first record of the slab segment).
 #   lock         slab_lock: freelist, pages, pool
@@ -91,14 +103,10 @@ CONTROL_HDR = ("stop", "release", "started", "driver_pid", "manager_pid", "pad0"
 CONTROL_REC = ("state", "steps", "affinity", "pad")
 
 
-def _words(names: tuple[str, ...]) -> np.dtype:
-    return np.dtype([(n, "<i8") for n in names])
-
-
 def worker_dtype() -> np.dtype:
     fields = [("stats", "<i8", (N_STATS,)),
               ("lockstat", "<i8", (N_CLASSES, len(LOCKSTAT_FIELDS))),
-              ("rec", _words(WORKER_REC))]
+              ("rec", words_dtype(WORKER_REC))]
     size = N_STATS * 8 + N_CLASSES * len(LOCKSTAT_FIELDS) * 8 + len(WORKER_REC) * 8
     pad = (-size) % 64
     if pad:
@@ -116,6 +124,17 @@ def rcu_dtype() -> np.dtype:
               since it was freed (0 = not freed, or freed in the current grace period), 4 = 4+
     """
     return np.dtype([("ctr", "<i8"), ("sections", "<i8"), ("dead", "<i8"), ("pipe", "<i8", (5,))])
+
+
+# Generated word indices of every header and per-worker record (layout.Record).
+SLAB = Record(words_dtype(SLAB_HDR))
+RCU = Record(words_dtype(RCU_HDR))
+READER = Record(rcu_dtype())
+WORKER = Record(worker_dtype())
+WREC = Record(words_dtype(WORKER_REC))
+HANDOFF = Record(words_dtype(HANDOFF_HDR))
+CONTROL = Record(words_dtype(CONTROL_HDR))
+CONTROL_W = Record(words_dtype(CONTROL_REC))
 
 
 @dataclass(frozen=True)
@@ -161,8 +180,8 @@ class SwapShm:
         self._views = []
         self.dev_dt = device_dtype(geo.nr_orders)
         self.pcp_dt = percpu_dtype(geo.nr_orders)
-        self.slab_hdr_dt = _words(SLAB_HDR)
-        self.rcu_hdr_dt = _words(RCU_HDR)
+        self.slab_hdr_dt = words_dtype(SLAB_HDR)
+        self.rcu_hdr_dt = words_dtype(RCU_HDR)
         self.wk_dt = worker_dtype()
         self.rcu_dt = rcu_dtype()
         sizes = {
@@ -266,7 +285,6 @@ class SwapShm:
 
     def shm_bytes_touched(self) -> int:
         """Real memory behind our segments: allocated blocks in /dev/shm."""
-        import os
         total = 0
         for s in self.segs.values():
             try:

@@ -7,13 +7,14 @@ cluster: ``swap_cache_get_folio`` takes a speculative reference and callers lock
 check ``folio_matches_swap_entry``.
 
 Models: ``swap_cache_get_folio``, ``swap_cache_get_shadow``, ``swap_cache_add_folio``,
-``__swap_cache_del_folio``, ``swap_cache_del_folio``, ``__swap_cache_clear_shadow``.
+``__swap_cache_del_folio``, ``swap_cache_del_folio``.  (``__swap_cache_clear_shadow`` is in
+swap_table.py: the free path below needs it.)
 """
 
 from __future__ import annotations
 
-from .cluster import ci_lock, ci_unlock
-from .folio import PG_SWAPCACHE
+from .cluster import CI_BYTES, CI_LOCK
+from .swap_free import put_swap_folio
 from .swap_table import (
     __swap_table_xchg,
     folio_to_swp_tb,
@@ -25,13 +26,9 @@ from .swap_table import (
 )
 
 __all__ = ["swap_cache_get_folio", "swap_cache_get_shadow", "swap_cache_add_folio",
-           "__swap_cache_del_folio", "swap_cache_del_folio", "__swap_cache_clear_shadow"]
+           "__swap_cache_del_folio", "swap_cache_del_folio"]
 
 _TRY_GET_RETRIES = 8
-
-
-def _split(si, entry: int) -> tuple[int, int]:
-    return entry >> si.spc_shift, entry & (si.spc - 1)
 
 
 def swap_cache_get_folio(si, entry: int) -> int:
@@ -40,7 +37,7 @@ def swap_cache_get_folio(si, entry: int) -> int:
     The kernel retries a failed ``folio_try_get`` for as long as it takes; the model gives up after
     ``_TRY_GET_RETRIES`` and reports no folio (a lookup that then finds nothing).
     """
-    ci, off = _split(si, entry)
+    ci, off = entry >> si.spc_shift, entry & (si.spc - 1)
     for _ in range(_TRY_GET_RETRIES):
         tb = swap_table_get(si, ci, off)
         if not swp_tb_is_folio(tb):
@@ -53,8 +50,7 @@ def swap_cache_get_folio(si, entry: int) -> int:
 
 def swap_cache_get_shadow(si, entry: int) -> int | None:
     """Models ``swap_cache_get_shadow()``."""
-    ci, off = _split(si, entry)
-    tb = swap_table_get(si, ci, off)
+    tb = swap_table_get(si, entry >> si.spc_shift, entry & (si.spc - 1))
     return swp_tb_to_shadow(tb) if swp_tb_is_shadow(tb) else None
 
 
@@ -66,20 +62,20 @@ def swap_cache_add_folio(si, folio: int, entry: int) -> int | None:
     """
     folios = si.folios
     nr = 1 << folios.order(folio)
-    ci, off = _split(si, entry)
+    ci, off = entry >> si.spc_shift, entry & (si.spc - 1)
     tb = folio_to_swp_tb(folio)
     shadow = None
-    ci_lock(si, ci)
+    cr = si.cr
+    cr.lock(ci * CI_BYTES, CI_LOCK)
     for i in range(nr):
         old = __swap_table_xchg(si, ci, off + i, tb)
-        if swp_tb_is_folio(old):
-            si.warn(f"swap_cache_add_folio: slot {entry + i} already held folio {swp_tb_to_folio(old)}")
-        elif swp_tb_is_shadow(old):
+        if old & 1:
             shadow = swp_tb_to_shadow(old)
+        elif old:
+            si.cur.warn(f"swap_cache_add_folio: slot {entry + i} already held folio {swp_tb_to_folio(old)}")
     folios.folio_ref_add(folio, nr)
-    folios.set_swap(folio, entry)
-    folios.set_flags(folio, folios.flags(folio) | PG_SWAPCACHE)
-    ci_unlock(si, ci)
+    folios.set_swapcache(folio, entry)
+    cr.unlock(ci * CI_BYTES, CI_LOCK)
     return shadow
 
 
@@ -93,29 +89,18 @@ def __swap_cache_del_folio(si, ci: int, folio: int, entry: int, shadow: int | No
     for i in range(nr):
         old = __swap_table_xchg(si, ci, off + i, new)
         if old != mine:
-            si.warn(f"__swap_cache_del_folio: slot {entry + i} held {old:#x}, not folio {folio}")
-    folios.set_swap(folio, 0)
-    folios.set_flags(folio, folios.flags(folio) & ~PG_SWAPCACHE)
+            si.cur.warn(f"__swap_cache_del_folio: slot {entry + i} held {old:#x}, not folio {folio}")
+    folios.clear_swapcache(folio)
 
 
 def swap_cache_del_folio(si, folio: int) -> None:
     """Models ``swap_cache_del_folio()``: delete, drop SWAP_HAS_CACHE, drop the cache's refs."""
-    from .swap_free import put_swap_folio
     folios = si.folios
     entry = folios.swap(folio)
     nr = 1 << folios.order(folio)
     ci = entry >> si.spc_shift
-    ci_lock(si, ci)
+    si.cr.lock(ci * CI_BYTES, CI_LOCK)
     __swap_cache_del_folio(si, ci, folio, entry, None)
-    ci_unlock(si, ci)
+    si.cr.unlock(ci * CI_BYTES, CI_LOCK)
     put_swap_folio(si, folio, entry)
     folios.folio_put(folio, nr)
-
-
-def __swap_cache_clear_shadow(si, ci: int, entry: int, nr: int) -> None:
-    """Models ``__swap_cache_clear_shadow()``: null the entries of freed slots, ``ci->lock`` held."""
-    off = entry & (si.spc - 1)
-    for i in range(nr):
-        old = __swap_table_xchg(si, ci, off + i, 0)
-        if swp_tb_is_folio(old):
-            si.warn(f"__swap_cache_clear_shadow: freed slot {entry + i} still held folio {swp_tb_to_folio(old)}")

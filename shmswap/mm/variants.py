@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import Config
 from .alloc_table import MergedAllocTable, SeedAllocTable
-from .config import Config
+from .cluster import swap_cluster_free_table
 
 __all__ = ["Variant", "DynamicTables", "StaticTables", "PercpuOn", "PercpuOff"]
 
@@ -28,7 +29,6 @@ class DynamicTables:
     free_clusters_have_tables = False
 
     def on_free_cluster(self, si, ci: int) -> None:
-        from .cluster import swap_cluster_free_table
         swap_cluster_free_table(si, ci)
 
 

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .alloc_table import LOST_NAMES, decode_lost
-from .cluster import (
+from ..mm.alloc_table import LOST_NAMES, decode_lost
+from ..mm.folio import PG_SWAPCACHE
+from ..mm.slab import OBJ_FREE, OBJ_INUSE, OBJ_POOL, OBJ_RCU
+from ..mm.swap import (
     CLUSTER_FLAG_DISCARD,
     CLUSTER_FLAG_FRAG,
     CLUSTER_FLAG_FREE,
@@ -34,15 +36,16 @@ from .cluster import (
     CLUSTER_FLAG_NONE,
     CLUSTER_FLAG_NONFULL,
     FLAG_NAMES,
+    SWAP_HAS_CACHE,
+    SWAP_USAGE_COUNTER_MASK,
+    SWAP_USAGE_OFFLIST_BIT,
+    SWP_WRITEOK,
 )
-from .device import SWAP_USAGE_COUNTER_MASK, SWAP_USAGE_OFFLIST_BIT, SWP_WRITEOK, reserved_slots_per_cluster
-from .folio import PG_SWAPCACHE
-from .layout import LIST_DISCARD, LIST_FREE, LIST_FULL, LIST_NAMES, nr_lists
-from .slab import OBJ_FREE, OBJ_INUSE, OBJ_POOL, OBJ_RCU
-from .stats import Stat
-from .swap_free import SWAP_HAS_CACHE
+from ..mm.swapon import reserved_slots_per_cluster
+from ..substrate.layout import LIST_DISCARD, LIST_FREE, LIST_FULL, LIST_NAMES, nr_lists
+from ..substrate.stats import Stat
 
-__all__ = ["Violation", "Finding", "CheckResult", "check", "INVARIANTS"]
+__all__ = ["Violation", "Finding", "CheckResult", "check", "check_swapoff", "INVARIANTS"]
 
 INVARIANTS = (
     "I-flag-list", "I-order-list", "I-count", "I-free", "I-discard", "I-table-needed",
@@ -390,4 +393,24 @@ def check(shm, variant, warnings: list[str] | None = None) -> CheckResult:
     return _Checker(shm, variant, warnings).run()
 
 
+def check_swapoff(shm, check: CheckResult, new_warnings: list[str]) -> dict:
+    """After swapoff nothing of the device may remain: tables, slots, folio references, WARNs.
 
+    Adds a violation to ``check`` for each thing left; returns the figures.
+    """
+    live = int(shm.slab_hdr["live"])
+    inuse = int(shm.dev["inuse_pages"]) & SWAP_USAGE_COUNTER_MASK
+    folios = int((shm.folios["ref"] != 0).sum())
+    bad = check.violations
+    if live:
+        bad.append(Violation("swapoff", f"{live} table objects still allocated after free_cluster_info",
+                             "I-swapoff-tables"))
+    if inuse:
+        bad.append(Violation("swapoff", f"{inuse} slots still in use after try_to_unuse", "I-swapoff-slots"))
+    if folios:
+        bad.append(Violation("swapoff", f"{folios} folios still referenced after every worker released its "
+                             "slots", "I-swapoff-folios"))
+    for w in new_warnings:
+        bad.append(Violation("swapoff", w, "no kernel WARN"))
+    return {"tables_left": live, "inuse_after": inuse, "folios_referenced": folios,
+            "warnings": len(new_warnings)}

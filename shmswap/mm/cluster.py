@@ -12,7 +12,8 @@ between lists needs both, taken ci → si.  The reverse order appears only as th
 ``isolate_lock_cluster``, which skips a busy cluster instead of waiting.
 
 A cluster is named by its index ``ci``.  Its record is ``CW`` int64 words at ``ci * CW`` in the
-flat view ``si.cq`` (see layout.CLUSTER_DTYPE); its lock word is at byte ``ci * CW * 8``.  A list
+flat view ``si.cq`` (layout.CLUSTER, generated from layout.CLUSTER_DTYPE); its lock word is at
+byte ``ci * CI_BYTES``.  A list
 is a doubly linked list of indices whose head (first, last, length) lives in swap_info.  The list
 a listed cluster is on is named by its flag (and order), which is exactly the kernel's rule
 "cluster flag must be in sync with list status"; the checker walks the lists from their heads to
@@ -21,41 +22,45 @@ hold the code to it.
 
 from __future__ import annotations
 
-from .layout import LIST_DISCARD, LIST_FREE, LIST_FULL, list_frag, list_nonfull
-from .locks import LockClass
-from .preempt import Point, sched_point
-from .stats import Stat
+from ..substrate.layout import CLUSTER, LIST_DISCARD, LIST_FREE, LIST_FULL, list_frag, list_nonfull
+from ..substrate.locks import LockClass
+from ..substrate.preempt import Point, sched_point
+from ..substrate.stats import Stat
+from .device import CI_BYTES, SI_LOCK_OFF
+from .swap import (
+    CLUSTER_FLAG_DISCARD,
+    CLUSTER_FLAG_FRAG,
+    CLUSTER_FLAG_FREE,
+    CLUSTER_FLAG_FULL,
+    CLUSTER_FLAG_NONE,
+    CLUSTER_FLAG_NONFULL,
+    CLUSTER_FLAG_USABLE,
+    FLAG_NAMES,
+    NULL_TABLE,
+    SWP_PAGE_DISCARD,
+    SWP_WRITEOK,
+    KernelBug,
+)
 
 __all__ = [
-    "CW", "C_LOCK", "C_COUNT", "C_FLAGS", "C_ORDER", "C_TABLE", "C_PREV", "C_NEXT", "C_LOST",
-    "CLUSTER_FLAG_NONE", "CLUSTER_FLAG_FREE", "CLUSTER_FLAG_NONFULL", "CLUSTER_FLAG_FRAG",
-    "CLUSTER_FLAG_USABLE", "CLUSTER_FLAG_FULL", "CLUSTER_FLAG_DISCARD", "FLAG_NAMES",
+    "CW", "C_LOCK", "C_COUNT", "C_FLAGS", "C_ORDER", "C_TABLE", "C_PREV", "C_NEXT", "C_LOST", "CI_BYTES",
     "cluster_is_empty", "cluster_is_discard", "cluster_table_is_alloced", "cluster_is_usable",
     "cluster_offset", "swap_cluster_lock", "swap_cluster_unlock", "ci_lock", "ci_trylock", "ci_unlock",
-    "move_cluster", "isolate_lock_cluster", "relocate_cluster", "partial_free_cluster",
+    "lockdep_assert_held", "move_cluster", "isolate_lock_cluster", "relocate_cluster", "partial_free_cluster",
     "free_cluster", "__free_cluster", "swap_cluster_schedule_discard", "swap_do_scheduled_discard",
-    "swap_cluster_free_table", "list_of", "list_add_tail", "list_del", "NULL_TABLE",
+    "swap_cluster_free_table", "list_of", "list_add_tail", "list_del",
 ]
 
-CW = 8
-C_LOCK, C_COUNT, C_FLAGS, C_ORDER, C_TABLE, C_PREV, C_NEXT, C_LOST = range(8)
-NULL_TABLE = -1
+# Word indices in a cluster record (generated from the dtype).
+CW = CLUSTER.size
+C_LOCK, C_COUNT, C_FLAGS, C_ORDER = CLUSTER.lock, CLUSTER.count, CLUSTER.flags, CLUSTER.order
+C_TABLE, C_PREV, C_NEXT, C_LOST = CLUSTER.table, CLUSTER.prev, CLUSTER.next, CLUSTER.lost
 
-CLUSTER_FLAG_NONE = 0
-CLUSTER_FLAG_FREE = 1
-CLUSTER_FLAG_NONFULL = 2
-CLUSTER_FLAG_FRAG = 3
-CLUSTER_FLAG_USABLE = CLUSTER_FLAG_FRAG
-CLUSTER_FLAG_FULL = 4
-CLUSTER_FLAG_DISCARD = 5
-FLAG_NAMES = {0: "NONE", 1: "FREE", 2: "NONFULL", 3: "FRAG", 4: "FULL", 5: "DISCARD"}
-
-CI_LOCK = LockClass.CI_LOCK
-_WRITEOK_DISCARD = 2 | 8     # SWP_WRITEOK | SWP_PAGE_DISCARD (device.py; not imported: device imports us)
-
-
-class KernelBug(AssertionError):
-    """A BUG_ON / VM_BUG_ON of the kernel fired: the model reached a state the kernel forbids."""
+CI_LOCK = int(LockClass.CI_LOCK)
+_SI_LOCK = int(LockClass.SI_LOCK)
+_WRITEOK_DISCARD = SWP_WRITEOK | SWP_PAGE_DISCARD
+_TRYLOCK_SKIPS, _DISCARDS, _TABLE_FREES = int(Stat.TRYLOCK_SKIPS), int(Stat.DISCARDS), int(Stat.TABLE_FREES)
+_NULL_TABLE_FREES = int(Stat.NULL_TABLE_FREES)
 
 
 # -- predicates (all with ci->lock held) ------------------------------------------------------------
@@ -77,13 +82,9 @@ def cluster_is_usable(si, ci: int, order: int) -> bool:
     """Models ``cluster_is_usable()``: listable flag, a table, and a compatible order."""
     b = ci * CW
     cq = si.cq
-    if cq[b + C_FLAGS] > CLUSTER_FLAG_USABLE:
+    if cq[b + C_FLAGS] > CLUSTER_FLAG_USABLE or cq[b + C_TABLE] == NULL_TABLE:
         return False
-    if cq[b + C_TABLE] == NULL_TABLE:
-        return False
-    if not order:
-        return True
-    return cq[b + C_COUNT] == 0 or order == cq[b + C_ORDER]
+    return not order or cq[b + C_COUNT] == 0 or order == cq[b + C_ORDER]
 
 
 def cluster_offset(si, ci: int) -> int:
@@ -93,26 +94,27 @@ def cluster_offset(si, ci: int) -> int:
 # -- locking ----------------------------------------------------------------------------------------
 
 def ci_lock(si, ci: int) -> None:
-    si.cr.lock(ci * CW * 8, CI_LOCK)
+    """``spin_lock(&ci->lock)``."""
+    si.cr.lock(ci * CI_BYTES, CI_LOCK)
 
 
 def ci_trylock(si, ci: int) -> bool:
-    return si.cr.trylock(ci * CW * 8, CI_LOCK)
+    return si.cr.trylock(ci * CI_BYTES, CI_LOCK)
 
 
 def ci_unlock(si, ci: int) -> None:
-    si.cr.unlock(ci * CW * 8, CI_LOCK)
+    si.cr.unlock(ci * CI_BYTES, CI_LOCK)
 
 
 def lockdep_assert_held(si, ci: int) -> None:
-    if not si.cr.held_by_me(ci * CW * 8):
-        raise KernelBug(f"lockdep: ci->lock of cluster {ci} not held by worker {si.task.wid}")
+    if not si.cr.held_by_me(ci * CI_BYTES):
+        raise KernelBug(f"lockdep: ci->lock of cluster {ci} not held by worker {si.cur.wid}")
 
 
 def swap_cluster_lock(si, offset: int) -> int:
     """Models ``swap_cluster_lock()``: lock the cluster holding ``offset`` and return it."""
     ci = offset >> si.spc_shift
-    si.cr.lock(ci * CW * 8, CI_LOCK)
+    si.cr.lock(ci * CI_BYTES, CI_LOCK)
     return ci
 
 
@@ -125,12 +127,12 @@ def list_of(si, ci: int) -> int:
     """The list a listed cluster is on, named by its flag (and order)."""
     b = ci * CW
     flags = si.cq[b + C_FLAGS]
-    if flags == CLUSTER_FLAG_FREE:
-        return LIST_FREE
     if flags == CLUSTER_FLAG_NONFULL:
         return list_nonfull(si.cq[b + C_ORDER])
     if flags == CLUSTER_FLAG_FRAG:
         return list_frag(si.cq[b + C_ORDER])
+    if flags == CLUSTER_FLAG_FREE:
+        return LIST_FREE
     if flags == CLUSTER_FLAG_FULL:
         return LIST_FULL
     if flags == CLUSTER_FLAG_DISCARD:
@@ -140,7 +142,7 @@ def list_of(si, ci: int) -> int:
 
 def list_add_tail(si, lst: int, ci: int) -> None:
     cq, dq = si.cq, si.devq
-    h = si.d_heads + 3 * lst
+    h = si.heads + 3 * lst
     last = dq[h + 1]
     b = ci * CW
     cq[b + C_PREV] = last
@@ -155,7 +157,7 @@ def list_add_tail(si, lst: int, ci: int) -> None:
 
 def list_del(si, lst: int, ci: int) -> None:
     cq, dq = si.cq, si.devq
-    h = si.d_heads + 3 * lst
+    h = si.heads + 3 * lst
     b = ci * CW
     prev, nxt = cq[b + C_PREV], cq[b + C_NEXT]
     if prev == -1:
@@ -181,18 +183,20 @@ def move_cluster(si, ci: int, lst: int, new_flags: int) -> None:
     ``ci->lock``, and the lister only trylocks.
     """
     b = ci * CW
-    flags = si.cq[b + C_FLAGS]
+    cq = si.cq
+    flags = cq[b + C_FLAGS]
     if flags == new_flags:
-        si.warn(f"move_cluster: cluster {ci} already has flag {FLAG_NAMES[new_flags]}")
-    si.si_lock()
+        si.cur.warn(f"move_cluster: cluster {ci} already has flag {FLAG_NAMES[new_flags]}")
+    devr = si.devr
+    devr.lock(SI_LOCK_OFF, _SI_LOCK)
     if flags == CLUSTER_FLAG_NONE:
         list_add_tail(si, lst, ci)
-        si.cq[b + C_LOST] = 0            # listed again: no longer lost, whatever lost it (§10 W2)
+        cq[b + C_LOST] = 0            # listed again: no longer lost, whatever lost it (§10 W2)
     else:
         list_del(si, list_of(si, ci), ci)
         list_add_tail(si, lst, ci)
-    si.si_unlock()
-    si.cq[b + C_FLAGS] = new_flags
+    devr.unlock(SI_LOCK_OFF, _SI_LOCK)
+    cq[b + C_FLAGS] = new_flags
 
 
 def isolate_lock_cluster(si, lst: int, order: int) -> int:
@@ -204,17 +208,17 @@ def isolate_lock_cluster(si, lst: int, order: int) -> int:
     or -1: for an empty list, for one whose every node is contended, or when no table was had.
     """
     found = -1
-    cq = si.cq
+    cq, cr = si.cq, si.cr
     si.si_lock()
-    ci = si.devq[si.d_heads + 3 * lst]
+    ci = si.devq[si.heads + 3 * lst]
     while ci != -1:
-        if not si.cr.trylock(ci * CW * 8, CI_LOCK):
-            si.stat(Stat.TRYLOCK_SKIPS)
+        if not cr.trylock(ci * CI_BYTES, CI_LOCK):
+            si.cur.stat(_TRYLOCK_SKIPS)
             ci = cq[ci * CW + C_NEXT]
             continue
         flags = cq[ci * CW + C_FLAGS]
         if not flags or not (flags <= CLUSTER_FLAG_USABLE or flags == CLUSTER_FLAG_FULL):
-            si.warn(f"isolate_lock_cluster: cluster {ci} on list {lst} has flag {FLAG_NAMES.get(flags)}")
+            si.cur.warn(f"isolate_lock_cluster: cluster {ci} on list {lst} has flag {FLAG_NAMES.get(flags)}")
         list_del(si, lst, ci)
         cq[ci * CW + C_FLAGS] = CLUSTER_FLAG_NONE
         found = ci
@@ -222,10 +226,10 @@ def isolate_lock_cluster(si, lst: int, order: int) -> int:
     si.si_unlock()
     if found == -1:
         return -1
-    si.set_rec_cluster(found)
+    si.cur.set_rec_cluster(found)
     if cq[found * CW + C_TABLE] == NULL_TABLE:
         if lst != LIST_FREE or cq[found * CW + C_COUNT]:
-            si.warn(f"isolate_lock_cluster: table-less cluster {found} not an empty free cluster")
+            si.cur.warn(f"isolate_lock_cluster: table-less cluster {found} not an empty free cluster")
         return si.variant.alloc_table.swap_cluster_alloc_table(si, found, order)
     return found
 
@@ -264,7 +268,7 @@ def free_cluster(si, ci: int) -> None:
     if si.cq[b + C_COUNT] or si.cq[b + C_FLAGS] == CLUSTER_FLAG_FREE:
         raise KernelBug(f"free_cluster: cluster {ci} count {si.cq[b + C_COUNT]} "
                         f"flag {FLAG_NAMES[si.cq[b + C_FLAGS]]}")
-    if si.devq[si.d_flags] & _WRITEOK_DISCARD == _WRITEOK_DISCARD:
+    if si.flags & _WRITEOK_DISCARD == _WRITEOK_DISCARD:
         swap_cluster_schedule_discard(si, ci)
         return
     __free_cluster(si, ci)
@@ -280,7 +284,7 @@ def __free_cluster(si, ci: int) -> None:
 def swap_cluster_schedule_discard(si, ci: int) -> None:
     """Models ``swap_cluster_schedule_discard()``: to the discard list, then schedule the work."""
     move_cluster(si, ci, LIST_DISCARD, CLUSTER_FLAG_DISCARD)
-    si.devr.fetch_add(si.D["discard_work"] * 8, 1)
+    si.schedule_discard_work()
 
 
 def swap_do_scheduled_discard(si) -> bool:
@@ -291,18 +295,19 @@ def swap_do_scheduled_discard(si) -> bool:
     (the manager), never inside the allocator under the local lock.
     """
     ret = False
+    cur = si.cur
     si.si_lock()
-    while (ci := si.devq[si.d_heads + 3 * LIST_DISCARD]) != -1:
+    while (ci := si.list_head(LIST_DISCARD)) != -1:
         list_del(si, LIST_DISCARD, ci)
-        si.set_rec_cluster(ci)
+        cur.set_rec_cluster(ci)
         si.si_unlock()
         sched_point(Point.DISCARD_WINDOW, ci, 0)
         ci_lock(si, ci)
         si.cq[ci * CW + C_FLAGS] = CLUSTER_FLAG_NONE
         __free_cluster(si, ci)
         ci_unlock(si, ci)
-        si.set_rec_cluster(-1)
-        si.stat(Stat.DISCARDS)
+        cur.set_rec_cluster(-1)
+        cur.stat(_DISCARDS)
         ret = True
         si.si_lock()
     si.si_unlock()
@@ -318,17 +323,20 @@ def swap_cluster_free_table(si, ci: int) -> None:
     """
     lockdep_assert_held(si, ci)
     b = ci * CW
+    cur = si.cur
     if si.cq[b + C_COUNT]:
-        si.warn(f"swap_cluster_free_table: cluster {ci} is not empty (count {si.cq[b + C_COUNT]})")
+        cur.warn(f"swap_cluster_free_table: cluster {ci} is not empty (count {si.cq[b + C_COUNT]})")
     table = si.cq[b + C_TABLE]
     if table == NULL_TABLE:
         # Reference §10 W2: a stale isolator frees a cluster whose table a sleeper dropped.  The
         # kernel's DEBUG_VM loop dereferences NULL here; kmem_cache_free(NULL) is a no-op.
-        si.stat(Stat.NULL_TABLE_FREES)
-        si.warn(f"swap_cluster_free_table: cluster {ci} has a NULL table (reference §10 W2)")
+        cur.stat(_NULL_TABLE_FREES)
+        cur.warn(f"swap_cluster_free_table: cluster {ci} has a NULL table (reference §10 W2)")
         return
     if si.slab.table_has_entries(table):
-        si.warn(f"swap_cluster_free_table: table {table} of cluster {ci} still has entries")
-    si.cr.store(b * 8 + C_TABLE * 8, NULL_TABLE)
-    si.slab.free(si, table)
-    si.stat(Stat.TABLE_FREES)
+        cur.warn(f"swap_cluster_free_table: table {table} of cluster {ci} still has entries")
+    si.cr.store((b + C_TABLE) * 8, NULL_TABLE)
+    si.slab.free(table)
+    cur.stat(_TABLE_FREES)
+    for hook in si.obs.table_free:
+        hook(cur.wid, ci, table)

@@ -1,0 +1,66 @@
+"""The end of a run, one path for the single-process and the multiprocess runs (DESIGN §1, §8).
+
+At quiescence (every CPU parked outside any operation):
+
+1. the manager's pending work (discard, reclaim, grace periods, deferred frees);
+2. the test-only injected fault, if configured (``--inject-bug lose-cluster``);
+3. the invariant check, with the watchdog's events as violations;
+4. the result, collected from the shared state;
+5. swapoff in the kernel's order, whose ``try_to_unuse`` the runner supplies (the in-process
+   runner frees every task's slots itself; the manager lets the worker processes do it);
+6. the account after swapoff: no table, slot, folio reference or new WARN may remain.
+
+An aborted run (a dead or stuck worker) stops after step 4: its state is not quiescent, and the
+report says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .checks.checker import Violation, check_swapoff
+from .model import Model
+from .mm.swapon import swapoff
+from .result import Result, collect
+
+__all__ = ["finish_run"]
+
+
+def finish_run(model: Model, duration_s: float, notes: list[str], *, warnings: Callable[[], list[str]],
+               try_to_unuse: Callable[[], dict], events: list[str] = (),
+               gp_latencies_ns: list[int] | None = None) -> Result:
+    """Check, collect, swapoff and account; ``warnings()`` gives every WARN text seen so far."""
+    cfg = model.cfg
+    model.on_manager()
+    if not events:
+        model.system.run_pending_work()
+    if cfg.inject_bug == "lose-cluster":
+        model.inject_lost_cluster()
+    chk = model.check(warnings())
+    for e in events:
+        chk.violations.append(Violation("watchdog", e, "watchdog"))
+    res = collect(model.system, chk, duration_s, notes, gp_latencies_ns=gp_latencies_ns)
+    if events:
+        res.extra["watchdog"] = list(events)
+        res.notes.append("the run was aborted: the invariant check ran on a state that is not quiescent "
+                         "(a worker stopped mid-operation), so some of its violations may follow from that")
+        res.notes.append("swapoff skipped: the run was aborted")
+        return res
+    outcome: dict = {}
+
+    def unuse(_si) -> None:
+        outcome.update(try_to_unuse())
+        model.on_manager()
+        model.system.run_pending_work()
+
+    model.on_manager()
+    warned = len(warnings())
+    try:
+        swapoff(model.si, unuse)
+    except TimeoutError as e:
+        res.check.violations.append(Violation("swapoff", str(e), "watchdog"))
+        return res
+    model.system.run_pending_work()
+    res.extra["swapoff"] = check_swapoff(model.system.shm, res.check, warnings()[warned:])
+    res.extra["swapoff"].update(outcome)
+    return res

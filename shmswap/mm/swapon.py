@@ -1,0 +1,160 @@
+"""Swapon and swapoff: a device's setup and its teardown in the kernel's order (reference §8).
+
+Models, in mm/swapfile.c: ``setup_clusters`` with ``inc_cluster_info_page``, ``setup_swap_map``,
+``enable_swap_info``; and for swapoff, ``del_from_avail_list``, ``wait_for_allocation``,
+``try_to_unuse`` (the caller's), ``percpu_ref_kill`` and the wait for ``si->users``,
+``synchronize_rcu``, the ``flush_work`` of both work items, ``flush_percpu_swap_cluster`` and
+``free_cluster_info``.
+
+Swapon initialises the segments with numpy in whole-array steps: a 1 TiB device (2^28 slots,
+524288 clusters) is set up without a Python loop over clusters, and the swap_map and table memory
+are not touched beyond the reserved slots.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ..config import Config
+from ..substrate.layout import DEVICE, LIST_FREE, list_nonfull
+from ..substrate.state import SwapShm
+from .cluster import C_COUNT, C_TABLE, CW, ci_lock, ci_unlock, swap_cluster_free_table
+from .device import SwapInfo, del_from_avail_list
+from .slab import TableSlab
+from .swap import (
+    CLUSTER_FLAG_FREE,
+    CLUSTER_FLAG_NONFULL,
+    SWAP_MAP_BAD,
+    SWP_BLKDEV,
+    SWP_PAGE_DISCARD,
+    SWP_SOLIDSTATE,
+    SWP_USED,
+    SWP_WRITEOK,
+)
+from .work import flush_scheduled_work
+
+__all__ = ["swapon", "swapoff", "wait_for_allocation", "free_cluster_info", "reserved_slots_per_cluster"]
+
+_USERS_OFF = 8 * DEVICE.users
+
+
+def reserved_slots_per_cluster(cfg: Config) -> np.ndarray:
+    """Slots ``inc_cluster_info_page`` counts at swapon: the header, bad pages, the last cluster's tail."""
+    spc, nrc = cfg.slots_per_cluster, cfg.nr_clusters
+    reserved = np.zeros(nrc, dtype=np.int64)
+    reserved[0] += 1
+    np.add.at(reserved, np.unique(np.asarray(cfg.bad_pages, dtype=np.int64)) // spc, 1)
+    reserved[-1] += nrc * spc - cfg.max_slots
+    return reserved
+
+
+def swapon(shm: SwapShm, slab: TableSlab) -> None:
+    """Initialise a fresh device in the owner's segments (the swapon syscall, one device).
+
+    Models ``setup_clusters`` (eager tables and counts for the header, bad pages and the tail of the
+    last cluster through ``inc_cluster_info_page``; every other cluster on ``free_clusters`` in
+    index order), ``setup_swap_map`` and ``enable_swap_info``.
+    """
+    cfg = shm.cfg
+    nrc, maxp = cfg.nr_clusters, cfg.max_slots
+    clu = shm.clu
+    reserved = reserved_slots_per_cluster(cfg)
+    bad = np.unique(np.asarray(cfg.bad_pages, dtype=np.int64))
+    clu["count"] = reserved
+    clu["order"] = 0
+    clu["table"] = -1
+    clu["lost"] = 0
+    has = reserved > 0
+    clu["flags"] = np.where(has, CLUSTER_FLAG_NONFULL, CLUSTER_FLAG_FREE)
+    shm.dev["heads"][:] = (-1, -1, 0)
+    _link_in_order(shm, LIST_FREE, np.flatnonzero(~has))
+    _link_in_order(shm, list_nonfull(0), np.flatnonzero(has))
+    # Tables: eagerly for reserved clusters (dynamic), or for every cluster (static).
+    eager = np.arange(nrc) if cfg.tables == "static" else np.flatnonzero(has)
+    clu["table"][eager] = slab.alloc_at_swapon(eager)
+    # setup_swap_map: header and bad pages are SWAP_MAP_BAD; the rest stays zero (untouched).
+    shm.map[0] = SWAP_MAP_BAD
+    for b in bad:
+        shm.map[int(b)] = SWAP_MAP_BAD
+    pages = maxp - 1 - len(bad)
+    dev = shm.dev
+    flags = SWP_USED | SWP_BLKDEV | (SWP_SOLIDSTATE if cfg.ssd else 0)
+    if cfg.discard == "on":
+        flags |= SWP_PAGE_DISCARD
+    dev["flags"] = flags | SWP_WRITEOK
+    dev["max"] = maxp
+    dev["pages"] = pages
+    dev["inuse_pages"] = 0           # enable_swap_info: on the avail list, OFFLIST clear
+    dev["on_avail"] = 1
+    dev["nr_swap_pages"] = pages
+    dev["total_swap_pages"] = pages
+    dev["users"] = 0
+    dev["global_next"][:] = 0
+
+
+def _link_in_order(shm: SwapShm, lst: int, idx: np.ndarray) -> None:
+    """Link clusters ``idx`` (ascending) as list ``lst``, all at once."""
+    clu, heads = shm.clu, shm.dev["heads"]
+    n = len(idx)
+    if n:
+        clu["prev"][idx[1:]] = idx[:-1]
+        clu["next"][idx[:-1]] = idx[1:]
+        clu["prev"][idx[0]] = -1
+        clu["next"][idx[-1]] = -1
+    heads[lst] = (idx[0] if n else -1, idx[-1] if n else -1, n)
+
+
+def swapoff(si: SwapInfo, try_to_unuse: Callable[[SwapInfo], None], drain_timeout_s: float = 10.0) -> None:
+    """The swapoff syscall, in the kernel's order (reference §8).
+
+    ``try_to_unuse(si)`` must free every slot still in use (the caller owns the folios and map
+    counts); the tables of the clusters that keep reserved slots are freed last, by
+    ``free_cluster_info``.
+    """
+    dev = si.shm.dev
+    si.si_lock()
+    del_from_avail_list(si, True)
+    si.nr_swap_pages_add(-int(dev["pages"]))
+    dev["total_swap_pages"] -= dev["pages"]
+    si.si_unlock()
+    wait_for_allocation(si)
+    try_to_unuse(si)
+    _kill_users(si, drain_timeout_s)
+    si.rcu.synchronize_rcu()
+    flush_scheduled_work(si)
+    si.pcp.flush()
+    free_cluster_info(si)
+    dev["flags"] = 0
+
+
+def wait_for_allocation(si: SwapInfo) -> None:
+    """Models ``wait_for_allocation()``: lock and unlock every cluster."""
+    for ci in range(si.nr_clusters):
+        ci_lock(si, ci)
+        ci_unlock(si, ci)
+
+
+def _kill_users(si: SwapInfo, timeout_s: float) -> None:
+    """``percpu_ref_kill`` + wait for the refs to drain (a sleeping allocator holds one)."""
+    si.devr.store(_USERS_OFF, 1)
+    refs = si.shm.workers["rec"]["ref"]
+    deadline = time.monotonic() + timeout_s
+    while refs.sum() != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"swapoff: device references did not drain: {refs.tolist()}")
+        time.sleep(0.001)
+
+
+def free_cluster_info(si: SwapInfo) -> None:
+    """Models ``free_cluster_info()``: free the tables clusters still hold (reserved slots)."""
+    clu = si.shm.clu
+    for ci in np.flatnonzero(clu["table"] != -1):
+        ci = int(ci)
+        ci_lock(si, ci)
+        if si.cq[ci * CW + C_TABLE] != -1:
+            si.cq[ci * CW + C_COUNT] = 0
+            swap_cluster_free_table(si, ci)
+        ci_unlock(si, ci)

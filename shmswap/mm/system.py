@@ -1,0 +1,130 @@
+"""One swap device and everything a process needs to act on it.
+
+``SwapSystem.create(cfg)`` is the owner's side: create the segments and swapon.  ``attach`` is
+every other process's side.  The constructor builds this process's objects once, each handed its
+collaborators: the observers, ``current`` (task.py), RCU, the table slab, the folios, the device
+handle ``si`` and the hand-off ring.  ``task(wid)`` makes a task for a worker and
+``switch_to(task)`` makes it current (lock ownership, lockstat block, RCU reader record,
+statistics).  Closing the owner unlinks the segments; a ``with`` block guarantees it on every
+exit path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from ..config import Config
+from ..substrate import _prim
+from ..substrate.handoff import HandoffRing
+from ..substrate.layout import DEVICE
+from ..substrate.locks import N_CLASSES
+from ..substrate.observe import Observer, Observers
+from ..substrate.state import WORKER, SwapShm
+from .device import SleepAlloc, SwapInfo
+from .folio import Folios
+from .rcu import Rcu, ReaderSupervisor
+from .slab import TableSlab
+from .swapon import swapon
+from .task import Current, MigrationPolicy, Task
+from .variants import Variant
+from .work import run_pending_work
+
+__all__ = ["SwapSystem", "SleepingAllocator"]
+
+
+class SleepingAllocator:
+    """The sleeping table allocation served in this process: the configured latency, then the slab."""
+
+    def __init__(self, slab: TableSlab, latency_us: int) -> None:
+        self.slab = slab
+        self.latency_s = latency_us / 1e6
+
+    def __call__(self, ci: int) -> int:
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        return self.slab.alloc_sleeping(ci)
+
+
+class SwapSystem:
+    """The shared state of one run plus this process's handle on it."""
+
+    shm: SwapShm | None = None
+
+    def __init__(self, cfg: Config, shm: SwapShm, observers: Iterable[Observer] = (),
+                 sleep_alloc: SleepAlloc | None = None, supervisor: ReaderSupervisor | None = None) -> None:
+        self.cfg = cfg
+        self.shm = shm
+        self.variant = Variant.from_config(cfg)
+        self.observers = Observers(observers)
+        self.cur = Current(shm, self.observers)
+        self.rcu = Rcu(shm, self.observers, broken=cfg.rcu == "none", supervisor=supervisor)
+        self.slab = TableSlab(shm, self.rcu, self.observers, cfg.atomic_fail, cfg.sleep_fail, seed=cfg.seed)
+        self.folios = Folios(shm)
+        self.si = SwapInfo(shm, self.variant, self.slab, self.rcu, self.folios, self.cur, self.observers,
+                           sleep_alloc or SleepingAllocator(self.slab, cfg.sleep_latency_us))
+        self.handoff = HandoffRing(shm)
+
+    @classmethod
+    def create(cls, cfg: Config, n_workers: int | None = None, **kw) -> SwapSystem:
+        """Create the segments and swapon (the owner)."""
+        shm = SwapShm.create(cfg, n_workers)
+        try:
+            system = cls(cfg, shm, **kw)
+            system.slab.init_empty()
+            swapon(shm, system.slab)
+        except BaseException:
+            shm.close()
+            shm.unlink()
+            raise
+        return system
+
+    @classmethod
+    def attach(cls, cfg: Config, n_workers: int, names: dict[str, str], **kw) -> SwapSystem:
+        return cls(cfg, SwapShm.attach(cfg, n_workers, names), **kw)
+
+    # -- tasks ------------------------------------------------------------------------------------------
+    def task(self, wid: int, seed: int | None = None) -> Task:
+        """A task for worker ``wid`` with the configured migration policy, made current."""
+        cfg = self.cfg
+        seed = cfg.seed if seed is None else seed
+        policy = MigrationPolicy(cfg.cpus, cfg.migrate, cfg.migrate_to, seed=seed * 7919 + wid)
+        task = Task(wid, migration=policy)
+        self.switch_to(task)
+        self.slab.rng.seed(seed * 104729 + wid)   # its own failslab stream
+        return task
+
+    def switch_to(self, task: Task) -> None:
+        """Make ``task`` current in this process: lock ownership, lockstat and counters are its."""
+        shm = self.shm
+        self.cur.set_task(task)
+        _prim.set_worker(task.wid)
+        if self.cfg.lockstat:
+            _prim.set_stats(shm.wr, (task.wid * WORKER.size + WORKER.lockstat) * 8, N_CLASSES)
+        else:
+            _prim.set_stats(None)
+        _prim.set_abort(shm.devr, 8 * DEVICE.abort)
+        self.rcu.set_worker(task.wid)
+
+    @property
+    def current(self) -> Task | None:
+        return self.cur.task
+
+    def run_pending_work(self, grace_period: bool | None = None) -> None:
+        """The manager's duties: the scheduled work items, then grace periods and RCU callbacks."""
+        run_pending_work(self.si, self.slab, self.rcu, grace_period)
+
+    def close(self) -> None:
+        if self.shm is not None:
+            shm, self.shm = self.shm, None
+            self.observers.clear()
+            self.si = None
+            self.slab = None
+            shm.close()
+            shm.unlink()
+
+    def __enter__(self) -> SwapSystem:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,121 @@
+"""``current``: the task that runs an allocation, the CPU it runs on, and where it wakes.
+
+DESIGN §1: worker *i* is CPU *i* and is also the one task that runs there.  Inside an allocation
+the task can leave its CPU only while it sleeps for a table (every lock dropped); on waking, the
+migration policy picks the CPU it now runs on, and every per-CPU access until the end of that
+allocation call is that CPU's.  The next operation starts on the home CPU again.
+
+``Current`` is one process's ``current``: the task now running in this process, its worker
+record (the "in progress" words the checker and the watchdog read), its statistics counters and
+the WARNs it met.  A process that plays several CPUs (the single-process runner, the tests)
+switches it with ``SwapSystem.switch_to``.
+
+The migration policy is seeded: ``--migrate P`` is the probability of moving after a sleep,
+``--migrate-to random|N`` where to.  An observer's ``wake_cpu`` (a fault plan, the deterministic
+scheduler) may choose the CPU instead.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from ..substrate.observe import Observers
+from ..substrate.state import WORKER, WREC, SwapShm
+from ..substrate.stats import Stat
+
+__all__ = ["Task", "MigrationPolicy", "Current"]
+
+_WARNINGS = int(Stat.WARNINGS)
+_REC_OP, _REC_CPU, _REC_CLUSTER, _REC_PID, _REC_REF = WREC.op, WREC.cpu, WREC.cluster, WREC.pid, WREC.ref
+
+
+class MigrationPolicy:
+    """Where a task wakes after the sleeping table allocation."""
+
+    def __init__(self, ncpus: int, probability: float = 0.0, to: str = "random", seed: int = 0) -> None:
+        self.ncpus = ncpus
+        self.probability = probability
+        self.to = to
+        self.rng = random.Random(seed)
+
+    def wake_cpu(self, cpu: int) -> int:
+        if self.ncpus < 2 or not self.probability or self.rng.random() >= self.probability:
+            return cpu
+        if self.to == "random":
+            other = self.rng.randrange(self.ncpus - 1)
+            return other if other < cpu else other + 1
+        return int(self.to)
+
+
+class Task:
+    """A worker (the lock owner) and the CPU it runs on right now."""
+
+    def __init__(self, wid: int, home_cpu: int | None = None, migration: MigrationPolicy | None = None) -> None:
+        self.wid = wid
+        self.home_cpu = wid if home_cpu is None else home_cpu
+        self.cpu = self.home_cpu
+        self.migration = migration or MigrationPolicy(1)
+
+    def start_op(self) -> None:
+        """A new operation starts on the home CPU."""
+        self.cpu = self.home_cpu
+
+
+class Current:
+    """This process's ``current``: the running task, its worker record, counters and WARNs."""
+
+    task: Task | None = None
+
+    def __init__(self, shm: SwapShm, observers: Observers) -> None:
+        self.wq, self.wr = shm.wq, shm.wr
+        self.obs = observers
+        self.warnings: list[str] = []
+        self.stat_base = self.rec_base = self.ref_off = 0
+        self.wid = -1
+
+    def set_task(self, task: Task) -> None:
+        """Make ``task`` this process's current task (its record, counters and device reference)."""
+        self.task = task
+        self.wid = task.wid
+        self.stat_base = task.wid * WORKER.size + WORKER.stats
+        self.rec_base = task.wid * WORKER.size + WORKER.rec
+        self.ref_off = (self.rec_base + _REC_REF) * 8
+        self.wq[self.rec_base + _REC_PID] = os.getpid()
+
+    def stat(self, counter: int, n: int = 1) -> None:
+        """Count ``n`` at statistics counter ``counter`` (one writer: a plain store)."""
+        self.wq[self.stat_base + counter] += n
+
+    def warn(self, message: str) -> None:
+        """WARN_ON / VM_WARN_ON: count it (a violation unless expected), keep it, tell observers."""
+        self.wq[self.stat_base + _WARNINGS] += 1
+        self.warnings.append(message)
+        for hook in self.obs.warn:
+            hook(self.wid, message)
+
+    def set_rec_cluster(self, ci: int) -> None:
+        """The cluster this task has isolated in its current operation (-1 none)."""
+        self.wq[self.rec_base + _REC_CLUSTER] = ci
+
+    def set_rec_cpu(self, cpu: int) -> None:
+        self.wq[self.rec_base + _REC_CPU] = cpu
+
+    def set_rec_op(self, op: int) -> None:
+        self.wq[self.rec_base + _REC_OP] = op
+
+    def wake_after_sleep(self) -> int:
+        """Pick the CPU the task wakes on after sleeping; returns it (also in ``task.cpu``).
+
+        An observer's ``wake_cpu`` decides first (a fault plan, a scheduler); otherwise the
+        task's seeded migration policy.
+        """
+        task = self.task
+        cpu = task.cpu
+        for hook in self.obs.wake_cpu:
+            chosen = hook(self.wid, cpu)
+            if chosen is not None:
+                task.cpu = chosen
+                return chosen
+        task.cpu = task.migration.wake_cpu(cpu)
+        return task.cpu

@@ -1,0 +1,372 @@
+"""The public model API: drive the allocator step by step in one process.
+
+    from shmswap import Config, Model
+
+    with Model(Config(size="1M", slots_per_cluster=8, cpus=2, orders="0:1", seconds=1)) as m:
+        a = m.alloc(cpu=0)                 # a folio's slot on CPU 0, written back (a shadow stays)
+        b = m.alloc(cpu=1, order=2, state="cache_only")
+        m.free(a)                          # the PTE goes: the slot is freed
+        m.lookup(cpu=0, entry=b.entry)     # a lockless swap-cache lookup: the folio id, or None
+        m.run_pending_work()               # the manager: discard, reclaim, grace periods
+        print(m.snapshot().to_json())      # clusters, lists, per-CPU caches, counters
+        print(m.check().ok)                # every invariant of reference §9
+        m.swapoff()
+
+Every call runs the real code: the allocator of mm/ on shared memory through the C locks, both
+``swap_cluster_alloc_table`` variants, the slab and RCU.  CPU *i* is worker *i* (DESIGN §1); the
+manager's work runs as one more worker.  Observers (tracing, fault plans, the deterministic
+scheduler) come in through the constructor or ``add_observer``; the RCU oracles are installed by
+default.  The single-process runner, the tests and the teaching mode use this API; the manager and
+CPU worker processes use it too, attaching to a model another process created.
+
+This module also holds the slot life's steps that are not the allocator's (writeback, release),
+so the workload and the API share one copy of each.
+
+Public and changed with care: see the README's "Model API" section and CHANGELOG.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .checks.checker import CheckResult, check
+from .checks.faults import lose_cluster
+from .checks.oracles import ReaderOracle
+from .config import Config
+from .mm.allocator import folio_alloc_swap
+from .mm.cluster import CI_BYTES, CI_LOCK
+from .mm.device import SleepAlloc, swap_usage_in_pages
+from .mm.rcu import ReaderSupervisor
+from .mm.reclaim import free_swap_and_cache_nr, swap_reclaim_work
+from .mm.swap import FLAG_NAMES, SWAP_USAGE_COUNTER_MASK
+from .mm.swap_cache import __swap_cache_del_folio as _del_folio_locked  # no mangling inside the class
+from .mm.swap_cache import swap_cache_del_folio, swap_cache_get_folio
+from .mm.swap_free import put_swap_folio, swap_duplicate
+from .mm.swapon import swapoff
+from .mm.system import SwapSystem
+from .mm.task import Task
+from .mm.work import swap_discard_work
+from .substrate.layout import LIST_NAMES, nr_lists
+from .substrate.observe import Observer
+
+__all__ = ["Model", "Allocation", "Snapshot", "SWAPPED", "CACHE_ONLY", "CACHED", "RAW",
+           "writeback_folio", "release_allocation"]
+
+# What an allocation leaves held (``Model.alloc``'s ``state``).
+SWAPPED = "swapped"        # the workload's usual ending: 1 map count, a shadow in the table, the folio gone
+CACHE_ONLY = "cache_only"  # SWAP_HAS_CACHE only (no map count), the folio in the swap cache, unlocked
+CACHED = "cached"          # SWAP_HAS_CACHE | 1 map count, the folio in the swap cache, unlocked
+RAW = "raw"                # straight out of folio_alloc_swap: HAS_CACHE, folio in the cache and locked
+STATES = (SWAPPED, CACHE_ONLY, CACHED, RAW)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Slots held after ``Model.alloc``: the first entry, the order, the folio (-1 once written
+    back), what is held (``state``) and the worker that holds it."""
+
+    entry: int
+    order: int
+    folio: int
+    state: str
+    wid: int
+
+    @property
+    def nr(self) -> int:
+        return 1 << self.order
+
+
+# -- the slot life's steps outside the allocator ----------------------------------------------------
+
+def writeback_folio(si, folio: int, entry: int, shadow: int) -> None:
+    """Writeback done (vmscan's path): the locked folio leaves the swap cache, a shadow stays,
+    SWAP_HAS_CACHE is dropped, and the folio goes with the cache's and the owner's references."""
+    folios = si.folios
+    ci = entry >> si.spc_shift
+    si.cr.lock(ci * CI_BYTES, CI_LOCK)
+    _del_folio_locked(si, ci, folio, entry, shadow)
+    si.cr.unlock(ci * CI_BYTES, CI_LOCK)
+    put_swap_folio(si, folio, entry)
+    folios.folio_unlock(folio)
+    folios.folio_put(folio, (1 << folios.order(folio)) + 1)
+
+
+def release_allocation(si, entry: int, order: int, folio: int, state: str) -> None:
+    """Free what an allocation left held, whoever holds it now: the map count, or the folio.
+
+    A RAW folio is still locked by its allocator: the caller must be that worker.
+    """
+    folios = si.folios
+    nr = 1 << order
+    if state == SWAPPED:
+        free_swap_and_cache_nr(si, entry, nr)
+        return
+    if state == CACHED:
+        free_swap_and_cache_nr(si, entry, nr)      # unmapped and unlocked: reclaimed at once
+        folios.folio_put(folio)
+        return
+    if state == CACHE_ONLY:
+        folios.folio_lock(folio)
+    if folios.folio_matches_swap_entry(folio, entry):
+        swap_cache_del_folio(si, folio)            # folio_free_swap: no map count left
+    folios.folio_unlock(folio)
+    folios.folio_put(folio)
+
+
+# -- snapshots ----------------------------------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    """The model's state as plain data (converts to JSON).
+
+    ``clusters``: one dict per cluster (index, flag, list and position in it, count, order, table
+    present).  ``lists``: every list's clusters, head to tail.  ``percpu``: per CPU and order, the
+    cached device flag and offset.  ``device``: the swap_info counters.  ``slab``: the table slab.
+    """
+
+    clusters: list[dict] = field(default_factory=list)
+    lists: dict[str, list[int]] = field(default_factory=dict)
+    percpu: list[dict] = field(default_factory=list)
+    device: dict[str, int] = field(default_factory=dict)
+    slab: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.as_dict(), **kw)
+
+
+def _snapshot(system: SwapSystem, cpus: int) -> Snapshot:
+    shm = system.shm
+    nrl = nr_lists(system.cfg.nr_orders)
+    names = LIST_NAMES(system.cfg.nr_orders)
+    clu, heads = shm.clu, shm.dev["heads"]
+    lists: dict[str, list[int]] = {}
+    where: dict[int, tuple[str, int]] = {}
+    for lst in range(nrl):
+        c, out = int(heads[lst][0]), []
+        while c != -1 and len(out) <= len(clu):
+            where[c] = (names[lst], len(out))
+            out.append(c)
+            c = int(clu["next"][c])
+        lists[names[lst]] = out
+    clusters = []
+    for c in range(len(clu)):
+        lst, pos = where.get(c, (None, None))
+        clusters.append({"index": c, "flag": FLAG_NAMES.get(int(clu["flags"][c]), str(int(clu["flags"][c]))),
+                         "list": lst, "position": pos, "count": int(clu["count"][c]),
+                         "order": int(clu["order"][c]), "table": bool(clu["table"][c] != -1)})
+    pcp = shm.pcp
+    percpu = [{"cpu": cpu, "si": [int(x) for x in pcp["si"][cpu]], "offset": [int(x) for x in pcp["offset"][cpu]]}
+              for cpu in range(cpus)]
+    dev = shm.dev
+    device = {"flags": int(dev["flags"]), "max": int(dev["max"]), "pages": int(dev["pages"]),
+              "inuse_pages": int(dev["inuse_pages"]) & SWAP_USAGE_COUNTER_MASK,
+              "nr_swap_pages": int(dev["nr_swap_pages"]), "total_swap_pages": int(dev["total_swap_pages"]),
+              "on_avail": int(dev["on_avail"]), "global_next": [int(x) for x in dev["global_next"]]}
+    return Snapshot(clusters, lists, percpu, device, system.slab.statistics())
+
+
+# -- the model -----------------------------------------------------------------------------------------
+
+class Model:
+    """One swap device driven from one process, CPU by CPU.
+
+    ``Model(cfg)`` creates the device (its segments and swapon) with ``cfg.cpus`` CPUs and one more
+    worker for the manager's work.  Close it (or use ``with``) to unlink the segments.
+    """
+
+    def __init__(self, config: Config | None = None, *, observers: Iterable[Observer] = (),
+                 oracles: bool = True, n_workers: int | None = None, _system: SwapSystem | None = None,
+                 _wids: Iterable[int] | None = None) -> None:
+        cfg = config or Config()
+        self.cfg = cfg
+        self.cpus = cfg.cpus
+        self.system = _system or SwapSystem.create(cfg, n_workers or cfg.cpus + 1)
+        self.si = self.system.si
+        self.n_workers = self.system.shm.geo.n_workers
+        self.manager_wid = self.n_workers - 1
+        if oracles:
+            self.system.observers.add(ReaderOracle(self.system.slab, self.system.cur))
+        for o in observers:
+            self.system.observers.add(o)
+        # The tasks this process plays; the last one made is current (worker 0 in one process).
+        wids = list(range(self.n_workers)) if _wids is None else list(_wids)
+        self.tasks: dict[int, Task] = {w: self.system.task(w) for w in reversed(wids)}
+        self.held: dict[int, Allocation] = {}
+        self.last_errno = 0
+
+    @classmethod
+    def attach(cls, config: Config, n_workers: int, names: dict[str, str], wid: int, *,
+               observers: Iterable[Observer] = (), oracles: bool = True,
+               sleep_alloc: SleepAlloc | None = None) -> Model:
+        """Attach to a model another process created, as worker ``wid`` (a CPU worker process)."""
+        system = SwapSystem.attach(config, n_workers, names, sleep_alloc=sleep_alloc)
+        return cls(config, observers=observers, oracles=oracles, n_workers=n_workers, _system=system, _wids=[wid])
+
+    @classmethod
+    def owner(cls, config: Config, n_workers: int, *, supervisor: ReaderSupervisor | None = None,
+              observers: Iterable[Observer] = (), oracles: bool = True) -> Model:
+        """Create the device for a multiprocess run, as the manager (the last worker), with its
+        RCU watched by ``supervisor``."""
+        system = SwapSystem.create(config, n_workers, supervisor=supervisor)
+        return cls(config, observers=observers, oracles=oracles, n_workers=n_workers, _system=system,
+                   _wids=[n_workers - 1])
+
+    # -- who runs -----------------------------------------------------------------------------------
+    def on(self, cpu: int) -> Model:
+        """Make CPU ``cpu``'s task current (the manager's is ``manager_wid``); returns the model."""
+        self.system.switch_to(self.tasks[cpu])
+        return self
+
+    def on_manager(self) -> Model:
+        return self.on(self.manager_wid)
+
+    def add_observer(self, observer: Observer) -> Observer:
+        return self.system.observers.add(observer)
+
+    # -- the slot life ---------------------------------------------------------------------------------
+    def alloc(self, cpu: int | None = None, order: int = 0, state: str = SWAPPED) -> Allocation | None:
+        """Allocate slots for a new folio of ``order`` on ``cpu`` (default: the current task).
+
+        ``state`` is what is left held: SWAPPED (written back, one map count, a shadow),
+        CACHE_ONLY (SWAP_HAS_CACHE only, for reclaim), CACHED or RAW (see the constants).  Returns
+        None when no slot was found (``last_errno`` says why) or no folio id is free.
+        """
+        if state not in STATES:
+            raise ValueError(f"state {state!r} is not one of {STATES}")
+        if cpu is not None:
+            self.on(cpu)
+        si = self.si
+        folios = si.folios
+        wid = si.cur.wid
+        folio = folios.folio_alloc(wid, order)
+        if folio < 0:
+            self.last_errno = errno.ENOMEM
+            return None
+        folios.folio_lock(folio)
+        entry = folio_alloc_swap(si, folio)
+        if entry < 0:
+            folios.folio_unlock(folio)
+            folios.folio_put(folio)
+            self.last_errno = -entry
+            return None
+        nr = 1 << order
+        if state != RAW and swap_duplicate(si, entry, nr):
+            raise AssertionError(f"swap_duplicate failed on a fresh entry {entry}")
+        if state == CACHED:
+            folios.folio_unlock(folio)
+        elif state == CACHE_ONLY:
+            free_swap_and_cache_nr(si, entry, nr)     # folio locked: it stays cache-only
+            folios.folio_unlock(folio)
+        elif state == SWAPPED:
+            writeback_folio(si, folio, entry, entry + 1)
+            folio = -1
+        a = Allocation(entry, order, folio, state, wid)
+        self.held[entry] = a
+        return a
+
+    def free(self, what: Allocation | int, cpu: int | None = None) -> None:
+        """Give back what ``alloc`` left held (by entry or allocation), on ``cpu`` (default: current).
+
+        A RAW folio is locked by the worker that allocated it: that worker unlocks it.
+        """
+        a = self.held.pop(what if isinstance(what, int) else what.entry)
+        if cpu is not None:
+            self.on(cpu)
+        me = self.system.current
+        if a.state == RAW and me.wid != a.wid:
+            self.system.switch_to(self.tasks[a.wid])
+        release_allocation(self.si, a.entry, a.order, a.folio, a.state)
+        if self.system.current is not me:
+            self.system.switch_to(me)
+
+    def free_all(self) -> None:
+        for entry in sorted(self.held):
+            self.free(entry)
+
+    def lookup(self, cpu: int | None, entry: int) -> int | None:
+        """A lockless swap-cache lookup (``swap_cache_get_folio``) validated as swap-in does:
+        the folio id if one is cached for ``entry``, else None."""
+        if cpu is not None:
+            self.on(cpu)
+        folios = self.si.folios
+        folio = swap_cache_get_folio(self.si, entry)
+        if folio < 0:
+            return None
+        ok = folios.folio_matches_swap_entry(folio, entry)
+        folios.folio_put(folio)
+        return folio if ok else None
+
+    # -- the manager's work -----------------------------------------------------------------------------
+    def run_pending_work(self, grace_period: bool | None = None) -> None:
+        """As the manager: scheduled discard and reclaim work, grace periods, deferred frees."""
+        self.on_manager()
+        self.system.run_pending_work(grace_period)
+
+    def reclaim(self) -> None:
+        """As the manager: ``swap_reclaim_work`` (every FULL cluster's cache-only slots)."""
+        self.on_manager()
+        swap_reclaim_work(self.si)
+
+    def discard(self) -> bool:
+        """As the manager: ``swap_discard_work``; True if a cluster was discarded."""
+        self.on_manager()
+        return swap_discard_work(self.si)
+
+    def grace_period(self) -> None:
+        """As the manager: ``synchronize_rcu`` and the RCU callbacks that became due."""
+        self.on_manager()
+        self.system.rcu.synchronize_rcu()
+        self.system.slab.process_deferred()
+
+    def swapoff(self) -> None:
+        """The swapoff syscall as the manager; ``try_to_unuse`` frees everything ``held``."""
+        def try_to_unuse(_si) -> None:
+            self.free_all()
+            self.on_manager()
+            self.system.run_pending_work()
+
+        self.on_manager()
+        swapoff(self.si, try_to_unuse)
+        self.system.run_pending_work()
+
+    def inject_lost_cluster(self) -> int:
+        """``--inject-bug lose-cluster``: drop a cluster from its list without a record."""
+        return lose_cluster(self.si)
+
+    # -- looking -------------------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        return _snapshot(self.system, self.cpus)
+
+    def check(self, warnings: list[str] | None = None) -> CheckResult:
+        """Every invariant, at quiescence: findings (the seed's lost clusters) and violations."""
+        return check(self.system.shm, self.system.variant,
+                     self.warnings if warnings is None else warnings)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.system.cur.warnings
+
+    def usage(self) -> int:
+        """Slots in use (``swap_usage_in_pages``)."""
+        return swap_usage_in_pages(self.si)
+
+    def cluster_counts(self) -> np.ndarray:
+        return self.system.shm.clu["count"].copy()
+
+    # -- lifetime ----------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.system.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
