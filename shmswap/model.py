@@ -198,7 +198,9 @@ class Model:
             self.system.observers.add(o)
         # The tasks this process plays; the last one made is current (worker 0 in one process).
         wids = list(range(self.n_workers)) if _wids is None else list(_wids)
-        self.tasks: dict[int, Task] = {w: self.system.task(w) for w in reversed(wids)}
+        self.tasks: list[Task | None] = [None] * self.n_workers
+        for w in reversed(wids):
+            self.tasks[w] = self.system.task(w)
         self.held: dict[int, Allocation] = {}
         self.last_errno = 0
 

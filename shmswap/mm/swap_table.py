@@ -80,7 +80,13 @@ def __swap_table_set(si, ci: int, off: int, tb: int) -> None:
 
 def __swap_table_xchg(si, ci: int, off: int, tb: int) -> int:
     """Models ``__swap_table_xchg()``: exchange an entry, ``ci->lock`` held."""
-    return si.tr.xchg(_entry_byte(si, ci, off), tb)
+    # _entry_byte(), inline: this is the swap cache's hottest write
+    if not si.cr.held_by_me(ci * CI_BYTES):
+        raise KernelBug(f"__swap_table_xchg: ci->lock of cluster {ci} not held")
+    table = si.cq[ci * CW + C_TABLE]
+    if table == NULL_TABLE:
+        raise KernelBug(f"swap table access on cluster {ci}, whose table is NULL")
+    return si.tr.xchg((table * si.spc + off) * 8, tb)
 
 
 def __swap_table_get(si, ci: int, off: int) -> int:
