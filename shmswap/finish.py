@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .checks.checker import Violation, check_swapoff
-from .model import Model
 from .mm.swapon import swapoff
+from .model import Model
 from .result import Result, collect
 
 __all__ = ["finish_run"]

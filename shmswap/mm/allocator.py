@@ -68,6 +68,7 @@ from .swap import (
     TTRS_ANYWAY,
 )
 from .swap_cache import swap_cache_add_folio
+from .task import REC_CLUSTER, REC_CPU
 
 __all__ = [
     "folio_alloc_swap", "swap_alloc_fast", "swap_alloc_slow", "cluster_alloc_swap_entry",
@@ -91,9 +92,10 @@ def folio_alloc_swap(si, folio: int) -> int:
         return -errno.EINVAL
     task, pcp = cur.task, si.pcp
     percpu = si.variant.percpu.enabled
+    wq, rec = cur.wq, cur.rec_base
     while True:
-        task.start_op()
-        cur.set_rec_cpu(task.cpu)
+        task.cpu = task.home_cpu                    # a new operation starts on the home CPU
+        wq[rec + REC_CPU] = task.cpu
         pcp.local_lock(task.cpu)
         entry = swap_alloc_fast(si, order) if percpu else 0
         if not entry:
@@ -101,22 +103,24 @@ def folio_alloc_swap(si, folio: int) -> int:
         pcp.local_unlock(task.cpu)      # of the CPU the task ended on
         if entry or order or not swap_sync_discard(si):
             break
-    cur.set_rec_cluster(-1)
+    wq[rec + REC_CLUSTER] = -1
     if not entry:
         cur.stat(_ALLOC_FAILED)
         return -errno.ENOMEM
     swap_cache_add_folio(si, folio, entry)
-    cur.stat(_ALLOC)
+    wq[cur.stat_base + _ALLOC] += 1
     return entry
 
 
 def swap_alloc_fast(si, order: int) -> int:
     """Models ``swap_alloc_fast()``: allocate from this CPU's cached cluster."""
-    cpu = si.cur.task.cpu
+    cur = si.cur
+    cpu = cur.task.cpu
     pcp = si.pcp
-    if not pcp.si(cpu, order):
+    pq, base = pcp.pq, cpu * pcp.words
+    if not pq[base + pcp.si_base + order]:                  # this_cpu_read(percpu_swap_cluster.si[order])
         return 0
-    offset = pcp.offset(cpu, order)
+    offset = pq[base + pcp.offset_base + order]             # this_cpu_read(percpu_swap_cluster.offset[order])
     if not offset or not get_swap_device_info(si):
         return 0
     found = 0
@@ -131,7 +135,7 @@ def swap_alloc_fast(si, order: int) -> int:
             offset = ci << si.spc_shift
         found = alloc_swap_scan_cluster(si, ci, offset, order, SWAP_HAS_CACHE)
         if found:
-            si.cur.stat(_FAST_HIT)
+            cur.wq[cur.stat_base + _FAST_HIT] += 1
     else:
         si.cr.unlock(ci * CI_BYTES, CI_LOCK)
     put_swap_device(si)
@@ -227,8 +231,12 @@ def alloc_swap_scan_cluster(si, ci: int, offset: int, order: int, usage: int) ->
     found = nxt = 0
     if end >= nr and cq[b + C_COUNT] + nr <= spc:
         end -= nr
+        m = si.map
         while offset <= end:
-            ok, need_reclaim = cluster_scan_range(si, ci, offset, nr)
+            if nr == 1 and not m[offset]:
+                ok, need_reclaim = True, False              # cluster_scan_range of one free slot
+            else:
+                ok, need_reclaim = cluster_scan_range(si, ci, offset, nr)
             if not ok:
                 offset += nr
                 continue
@@ -252,7 +260,11 @@ def alloc_swap_scan_cluster(si, ci: int, offset: int, order: int, usage: int) ->
     si.cr.unlock(ci * CI_BYTES, CI_LOCK)                    # swap_cluster_unlock
     if si.ssd:
         if si.variant.percpu.enabled:
-            si.pcp.set(si.cur.task.cpu, order, nxt)
+            # this_cpu_write(percpu_swap_cluster.offset[order], next), and .si[order]
+            pcp = si.pcp
+            base = si.cur.task.cpu * pcp.words
+            pcp.pq[base + pcp.offset_base + order] = nxt
+            pcp.pq[base + pcp.si_base + order] = 1
     else:
         si.devq[si.global_next + order] = nxt
     return found

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import os
 import time
-
 from typing import Protocol
 
 from ..substrate import _prim
 from ..substrate.locks import LockClass
 from ..substrate.observe import Observers
-from ..substrate.state import READER, RCU, SwapShm
+from ..substrate.state import RCU, READER, SwapShm
 
 __all__ = ["Rcu", "RCU_GP_PHASE", "ReaderSupervisor"]
 

@@ -50,7 +50,8 @@ _SLAB_LOCK = int(LockClass.SLAB_LOCK)
 _LOCK_OFF = 8 * SLAB.lock
 # Word indices of object and page records (generated from their dtypes).
 _OW = OBJ.size
-O_STATE, O_OWNER, O_GEN, O_PREV, O_NEXT, O_PAGE, O_GP = OBJ.state, OBJ.owner, OBJ.gen, OBJ.prev, OBJ.next, OBJ.page, OBJ.gp
+O_STATE, O_OWNER, O_GEN, O_PREV = OBJ.state, OBJ.owner, OBJ.gen, OBJ.prev
+O_NEXT, O_PAGE, O_GP = OBJ.next, OBJ.page, OBJ.gp
 _PW = PAGE.size
 P_STATE, P_INUSE, P_NEXT, P_GP = PAGE.state, PAGE.inuse, PAGE.next, PAGE.gp
 

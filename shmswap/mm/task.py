@@ -24,10 +24,11 @@ from ..substrate.observe import Observers
 from ..substrate.state import WORKER, WREC, SwapShm
 from ..substrate.stats import Stat
 
-__all__ = ["Task", "MigrationPolicy", "Current"]
+__all__ = ["Task", "MigrationPolicy", "Current", "REC_OP", "REC_CPU", "REC_CLUSTER"]
 
 _WARNINGS = int(Stat.WARNINGS)
-_REC_OP, _REC_CPU, _REC_CLUSTER, _REC_PID, _REC_REF = WREC.op, WREC.cpu, WREC.cluster, WREC.pid, WREC.ref
+# Word indices in a worker's "in progress" record (generated from state.WORKER_REC).
+REC_OP, REC_CPU, REC_CLUSTER, _REC_PID, _REC_REF = WREC.op, WREC.cpu, WREC.cluster, WREC.pid, WREC.ref
 
 
 class MigrationPolicy:
@@ -96,13 +97,13 @@ class Current:
 
     def set_rec_cluster(self, ci: int) -> None:
         """The cluster this task has isolated in its current operation (-1 none)."""
-        self.wq[self.rec_base + _REC_CLUSTER] = ci
+        self.wq[self.rec_base + REC_CLUSTER] = ci
 
     def set_rec_cpu(self, cpu: int) -> None:
-        self.wq[self.rec_base + _REC_CPU] = cpu
+        self.wq[self.rec_base + REC_CPU] = cpu
 
     def set_rec_op(self, op: int) -> None:
-        self.wq[self.rec_base + _REC_OP] = op
+        self.wq[self.rec_base + REC_OP] = op
 
     def wake_after_sleep(self) -> int:
         """Pick the CPU the task wakes on after sleeping; returns it (also in ``task.cpu``).

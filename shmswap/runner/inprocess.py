@@ -14,11 +14,12 @@ import random
 import time
 from collections.abc import Callable
 
+from workers.workload import Workload
+
 from ..config import Config
 from ..finish import finish_run
 from ..model import Model
 from ..result import Result
-from workers.workload import Workload
 
 __all__ = ["run_inprocess"]
 

@@ -4,7 +4,8 @@ Each record is a row of little-endian int64 words, so the hot path can index a f
 ``memoryview.cast('q')`` (about 0.05 µs an item) while the checker and the reports use the numpy
 structured view of the same bytes.  Every shared word is addressed one way: by name, through a
 ``Record`` generated from the dtype (``CLUSTER.count`` is the word index of ``count`` in a cluster
-record, ``CLUSTER.size`` the record's length in words); nothing keeps an offset by hand.  Lock words are 8 bytes (``u32 state``, ``i32 owner+1``) and are
+record, ``CLUSTER.size`` the record's length in words); nothing keeps an offset by hand.  Lock
+words are 8 bytes (``u32 state``, ``i32 owner+1``) and are
 driven only through the C module (``shmswap._prim``).
 
 Models the kernel structures of mm/swap.h and include/linux/swap.h: ``struct swap_cluster_info``,

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _prim
 from ..config import Config
+from . import _prim
 from .layout import (
     CLUSTER_DTYPE,
     FOLIO_DTYPE,
