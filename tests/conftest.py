@@ -1,9 +1,10 @@
-"""Shared fixtures and helpers for the allocator tests.
+"""Shared fixtures and helpers for the tests.  They drive the model through its public API.
 
-* ``make_system(**config)``: a small device (``SwapSystem.create``), closed at teardown.  The
-  returned system is also a context manager, so a test may close it early with ``with``.  Worker 0
-  is the current task.  Defaults: 16 clusters of 8 slots, 2 CPUs, order 0 only, no injected
-  failures and no random migration, so every state is reached on purpose.
+* ``make_system(**config)``: a small device (a ``TestModel``: ``shmswap.Model`` with a
+  ``FaultPlan`` installed as ``faults`` and short names for the objects tests look at), closed at
+  teardown.  It is also a context manager, so a test may close it early with ``with``.  Worker 0 is
+  the current task.  Defaults: 16 clusters of 8 slots, 2 CPUs, order 0 only, no injected failures
+  and no random migration, so every state is reached on purpose.
 * ``alloc_folio(system, order, state=...)``: a folio of ``order`` for the current task; returns its
   first entry (or a negative errno).  What is held is recorded in ``system.held[entry]`` so that
   ``release`` / ``release_all`` can give it back as the workload would.  A SWAPPED entry's shadow
@@ -16,29 +17,22 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import pytest
 
-from shmswap import _prim
-from shmswap.allocator import folio_alloc_swap
-from shmswap.checker import CheckResult, check
+from shmswap.checks.checker import CheckResult
+from shmswap.checks.faults import FaultPlan
 from shmswap.config import PAGE_SIZE, Config
-from shmswap.shm import leftover_segments
-from shmswap.stats import Stat
-from shmswap.swap_cache import swap_cache_del_folio
-from shmswap.swap_free import free_swap_and_cache_nr, swap_duplicate
-from shmswap.system import SwapSystem
-from workers.workload import writeback_folio
+from shmswap.model import CACHE_ONLY, CACHED, RAW, SWAPPED, Model, writeback_folio
+from shmswap.substrate import _prim
+from shmswap.substrate.shm import leftover_segments
+from shmswap.substrate.stats import Stat
+
+__all__ = ["RAW", "CACHED", "SWAPPED", "CACHE_ONLY", "TestModel", "small_config", "alloc_folio", "release",
+           "release_all", "writeback", "run_check", "assert_clean", "stats", "stat"]
 
 SPC = 8
 NR_CLUSTERS = 16
-
-# Holding states of an allocation (see alloc_folio).
-RAW = "raw"              # straight out of folio_alloc_swap: HAS_CACHE, folio in the cache, locked
-CACHED = "cached"        # HAS_CACHE | 1 map count, folio in the swap cache, unlocked
-SWAPPED = "swapped"      # 1 map count, a shadow in the table, the folio gone
-CACHE_ONLY = "cache_only"  # HAS_CACHE only (no map count), folio in the swap cache, unlocked
 
 
 def small_config(clusters: int = NR_CLUSTERS, tail: int = 0, **kw) -> Config:
@@ -50,108 +44,94 @@ def small_config(clusters: int = NR_CLUSTERS, tail: int = 0, **kw) -> Config:
     return Config(**base)
 
 
-@dataclass
-class Held:
-    entry: int
-    order: int
-    folio: int
-    state: str
-    wid: int
+class TestModel(Model):
+    """``Model`` with a fault plan and short names for what the tests look at."""
+
+    __test__ = False
+
+    def __init__(self, cfg: Config, n_workers: int | None = None) -> None:
+        self.faults = FaultPlan()
+        super().__init__(cfg, n_workers=n_workers, observers=[self.faults])
+
+    @property
+    def shm(self):
+        return self.system.shm
+
+    @property
+    def slab(self):
+        return self.system.slab
+
+    @property
+    def rcu(self):
+        return self.system.rcu
+
+    @property
+    def folios(self):
+        return self.system.folios
+
+    @property
+    def variant(self):
+        return self.system.variant
+
+    @property
+    def handoff(self):
+        return self.system.handoff
+
+    @property
+    def cur(self):
+        return self.system.cur
+
+    def switch_to(self, task) -> None:
+        self.system.switch_to(task)
 
 
-def stats(system: SwapSystem, wid: int | None = None) -> dict[Stat, int]:
+def stats(system: TestModel, wid: int | str | None = None) -> dict[Stat, int]:
     """Statistics counters of one worker (default: the current task), or summed over all."""
     rows = system.shm.workers["stats"]
     if wid is None:
-        wid = system.si.task.wid
+        wid = system.cur.wid
     if wid == "all":
         return {s: int(rows[:, s].sum()) for s in Stat}
     return {s: int(rows[wid][s]) for s in Stat}
 
 
-def stat(system: SwapSystem, s: Stat, wid: int | None = None) -> int:
+def stat(system: TestModel, s: Stat, wid: int | None = None) -> int:
     return stats(system, wid)[s]
 
 
-def alloc_folio(system: SwapSystem, order: int = 0, state: str = SWAPPED) -> int:
+def alloc_folio(system: TestModel, order: int = 0, state: str = SWAPPED) -> int:
     """Allocate a folio of ``order`` and swap slots for it as the current task; return the entry.
 
-    ``state`` says what is left held afterwards (RAW, CACHED, SWAPPED or CACHE_ONLY, see above);
-    the workload's two endings are SWAPPED and CACHE_ONLY.  A negative errno is returned as is.
+    ``state`` says what is left held afterwards (RAW, CACHED, SWAPPED or CACHE_ONLY, see
+    shmswap.model); the workload's two endings are SWAPPED and CACHE_ONLY.  A failure returns the
+    negative errno.
     """
-    si, folios = system.si, system.folios
-    wid = si.task.wid
-    folio = folios.folio_alloc(wid, order)
-    assert folio >= 0, "out of folios"
-    folios.folio_lock(folio)
-    entry = folio_alloc_swap(si, folio)
-    if entry < 0:
-        folios.folio_unlock(folio)
-        folios.folio_put(folio)
-        return entry
-    nr = 1 << order
-    if state == RAW:
-        pass
-    elif state == CACHED:
-        assert swap_duplicate(si, entry, nr) == 0
-        folios.folio_unlock(folio)
-    elif state == CACHE_ONLY:
-        assert swap_duplicate(si, entry, nr) == 0
-        free_swap_and_cache_nr(si, entry, nr)     # folio locked: it stays cache-only
-        folios.folio_unlock(folio)
-    elif state == SWAPPED:
-        assert swap_duplicate(si, entry, nr) == 0
-        writeback(system, folio, entry, shadow=entry + 1)
-        folio = -1
-    else:
-        raise ValueError(state)
-    system.held[entry] = Held(entry, order, folio, state, wid)
-    return entry
+    a = system.alloc(order=order, state=state)
+    if a is None:
+        assert system.last_errno, "out of folios"
+        return -system.last_errno
+    return a.entry
 
 
-def writeback(system: SwapSystem, folio: int, entry: int, shadow: int) -> None:
+def writeback(system: TestModel, folio: int, entry: int, shadow: int) -> None:
     """Writeback done: the folio leaves the swap cache with a shadow, then goes (vmscan's path)."""
-    writeback_folio(system.si, system.folios, folio, entry, shadow)
+    writeback_folio(system.si, folio, entry, shadow)
 
 
-def release(system: SwapSystem, entry: int) -> None:
-    """Give back what ``alloc_folio`` left held at ``entry``, as the current task.
-
-    A RAW folio is still locked, and a lock belongs to the worker that took it: that worker
-    unlocks it (the current task is switched for the call and back).
-    """
-    h = system.held.pop(entry)
-    si, folios = system.si, system.folios
-    nr = 1 << h.order
-    if h.state == SWAPPED:
-        free_swap_and_cache_nr(si, entry, nr)
-    elif h.state == CACHED:
-        free_swap_and_cache_nr(si, entry, nr)      # unmapped and unlocked: reclaimed at once
-        folios.folio_put(h.folio)
-    elif h.state in (CACHE_ONLY, RAW):
-        me = si.task
-        if h.state == RAW and me.wid != h.wid:
-            si.switch_to(system.tasks[h.wid])
-        if h.state == CACHE_ONLY:
-            folios.folio_lock(h.folio)
-        if folios.folio_matches_swap_entry(h.folio, entry):
-            swap_cache_del_folio(si, h.folio)
-        folios.folio_unlock(h.folio)
-        folios.folio_put(h.folio)
-        if si.task is not me:
-            si.switch_to(me)
+def release(system: TestModel, entry: int) -> None:
+    """Give back what ``alloc_folio`` left held at ``entry``, as the current task."""
+    system.free(entry)
 
 
-def release_all(system: SwapSystem) -> None:
-    for entry in sorted(system.held):
-        release(system, entry)
+def release_all(system: TestModel) -> None:
+    system.free_all()
 
 
-def run_check(system: SwapSystem) -> CheckResult:
-    return check(system.shm, system.variant, system.si.warnings)
+def run_check(system: TestModel) -> CheckResult:
+    return system.check()
 
 
-def assert_clean(system: SwapSystem, findings: bool = False) -> CheckResult:
+def assert_clean(system: TestModel, findings: bool = False) -> CheckResult:
     """The checker finds no violation (and no finding unless ``findings``)."""
     res = run_check(system)
     assert res.violations == [], res.violations
@@ -169,15 +149,13 @@ def _reset_prim() -> None:
 
 @pytest.fixture
 def make_system():
-    """Factory: ``make_system(n_workers=None, clusters=16, tail=0, **config) -> SwapSystem``."""
-    systems: list[SwapSystem] = []
+    """Factory: ``make_system(n_workers=None, clusters=16, tail=0, **config) -> TestModel``."""
+    systems: list[TestModel] = []
 
-    def make(n_workers: int | None = None, **kw) -> SwapSystem:
+    def make(n_workers: int | None = None, **kw) -> TestModel:
         cfg = small_config(**kw)
-        system = SwapSystem.create(cfg, n_workers=n_workers or cfg.cpus)
+        system = TestModel(cfg, n_workers=n_workers or cfg.cpus)
         systems.append(system)
-        system.held = {}
-        system.tasks = [system.task(w) for w in reversed(range(system.shm.geo.n_workers))][::-1]
         return system
 
     yield make
@@ -187,7 +165,7 @@ def make_system():
 
 
 @pytest.fixture
-def system(make_system) -> SwapSystem:
+def system(make_system) -> TestModel:
     """The default small device: SSD, seed, dynamic tables, 16 clusters of 8 slots, 2 CPUs."""
     return make_system()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shmswap.cluster import ci_lock, ci_unlock
+from shmswap.mm.cluster import ci_lock, ci_unlock
 
 
 def walk(system, lst: int) -> list[int]:
@@ -18,7 +18,7 @@ def walk(system, lst: int) -> list[int]:
 
 def hold_cluster_lock(system, ci: int, held, done) -> None:
     """In a child process: take cluster ``ci``'s lock as worker 1 until ``done`` is set."""
-    system.si.switch_to(system.tasks[1])
+    system.switch_to(system.tasks[1])
     ci_lock(system.si, ci)
     held.set()
     done.wait(20)

@@ -75,19 +75,18 @@ class ReaderWindowDelay(Observer):
     """
 
     def __init__(self, system: SwapSystem, max_s: float) -> None:
-        shm = system.shm
-        self.objs, self.tables, self.folios = shm.objs, shm.tables_np, shm.folios
+        self.shm = system.shm        # numpy views are read through it, so closing it lets them go
         self.page_mode = system.slab.mode == "page"
         self.si = system.si
         self.max_s = max_s
 
     def _cached_folio(self, tb: int) -> bool:
         """A folio entry whose folio is published in the swap cache (flags set after the entry)."""
-        return bool(tb) and not tb & 1 and bool(self.folios["flags"][(tb >> 3) - 1] & PG_SWAPCACHE)
+        return bool(tb) and not tb & 1 and bool(self.shm.folios["flags"][(tb >> 3) - 1] & PG_SWAPCACHE)
 
     def _own(self, table: int) -> bool:
         si = self.si
-        owner = int(self.objs["owner"][table])
+        owner = int(self.shm.objs["owner"][table])
         cpu = si.cur.task.cpu
         return any(si.pcp.offset(cpu, o) >> si.spc_shift == owner for o in range(si.nr_orders))
 
@@ -95,12 +94,12 @@ class ReaderWindowDelay(Observer):
         if kind != Point.READER or self._own(a):
             return
         table, off = a, b
-        objs = self.objs
+        objs, tables = self.shm.objs, self.shm.tables_np
         gen0 = int(objs["gen"][table])
         deadline = time.monotonic() + self.max_s
         while time.monotonic() < deadline:
             if objs["state"][table] == OBJ_POOL:
                 return
-            if objs["gen"][table] != gen0 and (self.page_mode or self._cached_folio(int(self.tables[table, off]))):
+            if objs["gen"][table] != gen0 and (self.page_mode or self._cached_folio(int(tables[table, off]))):
                 return
             time.sleep(0.0001)

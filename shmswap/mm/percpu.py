@@ -26,8 +26,8 @@ class PercpuSwapCluster:
 
     def __init__(self, shm: SwapShm) -> None:
         rec = Record(shm.pcp_dt)
+        self.shm = shm               # numpy views are read through it, so closing it lets them go
         self.pq, self.pr = shm.pq, shm.pr
-        self.pcp_np = shm.pcp
         self.words = rec.size
         self.si_base = rec.si
         self.offset_base = rec.offset
@@ -58,4 +58,4 @@ class PercpuSwapCluster:
 
     def flush(self) -> None:
         """Models ``flush_percpu_swap_cluster()``: clear si[] on every CPU, leave offset[] stale."""
-        self.pcp_np["si"][:] = 0
+        self.shm.pcp["si"][:] = 0

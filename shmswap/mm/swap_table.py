@@ -90,8 +90,15 @@ def __swap_table_xchg(si, ci: int, off: int, tb: int) -> int:
 
 
 def __swap_table_get(si, ci: int, off: int) -> int:
-    """Models ``__swap_table_get()``: read an entry under ``ci->lock`` (no NULL check)."""
-    return si.tq[si.cq[ci * CW + C_TABLE] * si.spc + off]
+    """Models ``__swap_table_get()``: read an entry under ``ci->lock``.
+
+    The kernel's has no NULL check (it would oops); the model raises rather than let the index
+    -1 read the end of another table.
+    """
+    table = si.cq[ci * CW + C_TABLE]
+    if table == NULL_TABLE:
+        raise KernelBug(f"swap table access on cluster {ci}, whose table is NULL")
+    return si.tq[table * si.spc + off]
 
 
 def swap_table_get(si, ci: int, off: int) -> int:

@@ -1,8 +1,10 @@
-"""Tests of shmswap.alloc_table: ``swap_cluster_alloc_table``, seed and merged, on every path.
+"""Tests of shmswap.mm.alloc_table: ``swap_cluster_alloc_table``, seed and merged, on every path.
 
-Paths are forced with the slab's ``force_atomic_fail`` / ``force_sleep_fail`` counters and the
-task's ``migrate_hook``.  The sleeping allocation is observed through ``si.sleep_alloc`` (the
-hook the runtime uses to put the manager behind it): while it runs, no lock may be held.
+Paths are forced with the test's fault plan (``system.faults``, a ``FaultPlan`` observer):
+``atomic`` / ``sleeping`` fail that many of the next table allocations, ``migrate_to`` picks the
+CPU a sleeping task wakes on.  The sleeping allocation is watched by an observer's ``sleep`` hook,
+which runs right before it with every lock dropped: while it runs, no lock may be held.
+Preemption points are watched by an observer's ``sched_point`` hook.
 """
 
 import errno
@@ -12,8 +14,7 @@ import pytest
 from conftest import CACHE_ONLY, SWAPPED, alloc_folio, assert_clean, release, run_check, stat
 from helpers import walk
 
-from shmswap import preempt
-from shmswap.alloc_table import (
+from shmswap.mm.alloc_table import (
     LOST_T5,
     LOST_T6B,
     MergedAllocTable,
@@ -21,22 +22,15 @@ from shmswap.alloc_table import (
     decode_lost,
     lost_word,
 )
-from shmswap.allocator import swap_reclaim_full_clusters
-from shmswap.cluster import (
-    C_TABLE,
-    CLUSTER_FLAG_FREE,
-    CLUSTER_FLAG_FULL,
-    CLUSTER_FLAG_NONE,
-    CW,
-    KernelBug,
-    ci_lock,
-    ci_unlock,
-)
-from shmswap.device import vm_swap_full
-from shmswap.layout import LIST_FREE, LIST_FULL, list_frag, list_nonfull
-from shmswap.preempt import Point
-from shmswap.slab import OBJ_FREE, OBJ_INUSE
-from shmswap.stats import Stat
+from shmswap.mm.cluster import C_TABLE, CW, ci_lock, ci_unlock
+from shmswap.mm.device import GLOBAL_LOCK_OFF, vm_swap_full
+from shmswap.mm.reclaim import swap_reclaim_full_clusters
+from shmswap.mm.slab import OBJ_FREE, OBJ_INUSE
+from shmswap.mm.swap import CLUSTER_FLAG_FREE, CLUSTER_FLAG_FULL, CLUSTER_FLAG_NONE, KernelBug
+from shmswap.substrate.layout import LIST_FREE, LIST_FULL, list_frag, list_nonfull
+from shmswap.substrate.observe import Observer
+from shmswap.substrate.preempt import Point
+from shmswap.substrate.stats import Stat
 
 BRANCHES = (Stat.TABLE_ATOMIC, Stat.TABLE_ATOMIC_FAIL, Stat.SLEEPS, Stat.SLEEP_FAIL, Stat.MIGRATED,
             Stat.USED_PERCPU, Stat.INSTALLED, Stat.ALREADY_HAD_TABLE, Stat.RETURNED_NULL,
@@ -48,30 +42,49 @@ def branches(system, wid=0):
     return {s.name: stat(system, s, wid) for s in BRANCHES if stat(system, s, wid)}
 
 
+class SleepSpy(Observer):
+    """Right before the sleeping allocation: record the lock and cluster state, then ``during(ci)``."""
 
-def spy_sleep(system, during=None):
-    """Wrap the sleeping allocation: record the lock and cluster state while it runs."""
-    si = system.si
-    real = si.sleep_alloc
-    seen = []
+    def __init__(self, system, during=None) -> None:
+        self.system = system
+        self.during = during
+        self.seen: list[dict] = []
 
-    def sleeping(si_, ci):
-        shm = system.shm
+    def sleep(self, wid, ci, cpu):
+        shm = self.system.shm
         clu, dev = shm.clu, shm.dev
-        seen.append({
+        self.seen.append({
             "ci": ci,
             "ci_locks": np.flatnonzero(clu["lock"]).tolist(),
             "local_locks": np.flatnonzero(shm.pcp["lock"]).tolist(),
             "si_lock": int(dev["si_lock"]), "global_lock": int(dev["global_lock"]),
             "state": (int(clu["flags"][ci]), int(clu["count"][ci]), int(clu["table"][ci])),
-            "listed": any(ci in walk(system, lst) for lst in range(len(dev["heads"]))),
+            "listed": any(ci in walk(self.system, lst) for lst in range(len(dev["heads"]))),
         })
-        if during is not None:
-            during(ci)
-        return real(si_, ci)
+        if self.during is not None:
+            self.during(ci)
 
-    si.sleep_alloc = sleeping
-    return seen
+
+def spy_sleep(system, during=None):
+    """Watch the sleeping allocation: the list of what ``SleepSpy`` saw each time it ran."""
+    return system.add_observer(SleepSpy(system, during)).seen
+
+
+class OnPoint(Observer):
+    """Calls ``fn(kind, a, b)`` at every preemption point until ``remove``."""
+
+    def __init__(self, system, fn) -> None:
+        self.system = system
+        self.fn = fn
+
+    def sched_point(self, kind, a, b):
+        self.fn(kind, a, b)
+
+    def remove(self) -> None:
+        """Stop calling ``fn`` (and drop it: a closure that names this observer makes a cycle)."""
+        if self in self.system.system.observers:
+            self.system.system.observers.remove(self)
+        self.fn = None
 
 
 def assert_nothing_held(system):
@@ -95,10 +108,10 @@ def dangling(system, ci):
 def test_atomic_failure_then_sleep_success_installs(make_system, variant, device):
     s = make_system(alloc_table=variant, device=device)
     seen = spy_sleep(s)
-    s.slab.force_atomic_fail = 1
+    s.faults.atomic = 1
     e = alloc_folio(s, 1, SWAPPED)
     assert e == 8                                             # cluster 1, the head of free_clusters
-    assert s.slab.force_atomic_fail == 0
+    assert s.faults.atomic == 0
     assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "INSTALLED": 1}
     # while it slept: every lock dropped (ci->lock, global_cluster_lock, the local lock), DANG state
     assert seen == [{"ci": 1, "ci_locks": [], "local_locks": [], "si_lock": 0, "global_lock": 0,
@@ -108,7 +121,7 @@ def test_atomic_failure_then_sleep_success_installs(make_system, variant, device
     assert int(s.shm.slab_hdr["sleep_allocs"]) == 1
     assert walk(s, list_frag(1)) == [1]
     assert_nothing_held(s)
-    assert s.si.devr.owner(8) == -1                          # global_cluster_lock not held by us
+    assert s.si.devr.owner(GLOBAL_LOCK_OFF) == -1            # global_cluster_lock not held by us
     if device == "hdd":
         assert int(s.shm.dev["global_next"][1]) == 10
         assert not s.shm.pcp["si"].any()
@@ -133,8 +146,8 @@ def test_atomic_success_needs_no_sleep(system):
 @pytest.mark.parametrize("device", ["ssd", "hdd"])
 def test_seed_sleep_failure_loses_the_cluster(make_system, device):
     s = make_system(device=device)
-    s.slab.force_atomic_fail = 1
-    s.slab.force_sleep_fail = 1
+    s.faults.atomic = 1
+    s.faults.sleeping = 1
     assert alloc_folio(s, 1, SWAPPED) == -errno.ENOMEM     # order 1: nothing after the free list
     assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "SLEEP_FAIL": 1, "RETURNED_NULL": 1,
                            "LOST_CLUSTERS": 1}
@@ -156,11 +169,11 @@ def test_seed_sleep_failure_loses_the_cluster(make_system, device):
 def test_sleep_failure_falls_through_to_later_steps(make_system, variant):
     s = make_system(alloc_table=variant)
     me, cpu1 = s.tasks
-    s.si.switch_to(cpu1)
+    s.switch_to(cpu1)
     assert alloc_folio(s, 0, SWAPPED) == 1        # cluster 0 -> frag_clusters[0]; CPU 0's cache empty
-    s.si.switch_to(me)
-    s.slab.force_atomic_fail = 1
-    s.slab.force_sleep_fail = 1
+    s.switch_to(me)
+    s.faults.atomic = 1
+    s.faults.sleeping = 1
     e = alloc_folio(s, 0, SWAPPED)
     assert e == 2                                 # free_clusters gave nothing: frag_clusters[0] did
     if variant == "seed":
@@ -181,8 +194,8 @@ def test_sleep_failure_falls_through_to_later_steps(make_system, variant):
 
 def test_merged_sleep_failure_on_hdd_puts_the_cluster_back(make_system):
     s = make_system(alloc_table="merged", device="hdd")
-    s.slab.force_atomic_fail = 1
-    s.slab.force_sleep_fail = 1
+    s.faults.atomic = 1
+    s.faults.sleeping = 1
     assert alloc_folio(s, 1, SWAPPED) == -errno.ENOMEM
     assert walk(s, LIST_FREE)[-1] == 1
     assert_nothing_held(s)
@@ -196,10 +209,10 @@ def test_merged_sleep_failure_on_hdd_puts_the_cluster_back(make_system):
 def _cpu1_caches_cluster0(s):
     """CPU 1 allocates one slot: its per-CPU cluster for order 0 is cluster 0, offset 2."""
     me, cpu1 = s.tasks
-    s.si.switch_to(cpu1)
+    s.switch_to(cpu1)
     assert alloc_folio(s, 0, SWAPPED) == 1
-    s.si.switch_to(me)
-    assert s.si.pcp_offset(1, 0) == 2 and s.si.pcp_offset(0, 0) == 0
+    s.switch_to(me)
+    assert s.si.pcp.offset(1, 0) == 2 and s.si.pcp.offset(0, 0) == 0
 
 
 def test_seed_migration_to_a_cpu_with_a_usable_percpu_cluster(system):
@@ -208,15 +221,15 @@ def test_seed_migration_to_a_cpu_with_a_usable_percpu_cluster(system):
     me = s.tasks[0]
     _cpu1_caches_cluster0(s)
     seen = spy_sleep(s)
-    s.slab.force_atomic_fail = 1
-    me.migrate_hook = lambda cpu: 1
+    s.faults.atomic = 1
+    s.faults.migrate_to = 1
     e = alloc_folio(s, 0, SWAPPED)
     assert e == 2                                             # in cluster 0, CPU 1's per-CPU cluster
     assert [x["ci"] for x in seen] == [1]
     assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "USED_PERCPU": 1,
                            "LOST_CLUSTERS": 1, "TABLE_UNUSED_FREED": 1}
     assert me.cpu == 1
-    assert s.si.pcp_offset(1, 0) == 3 and s.si.pcp_offset(0, 0) == 0   # CPU 1's cache was written
+    assert s.si.pcp.offset(1, 0) == 3 and s.si.pcp.offset(0, 0) == 0   # CPU 1's cache was written
     dangling(s, 1)
     assert decode_lost(int(s.shm.clu["lost"][1])) == (LOST_T5, 0, 1, 0)
     # the new table was freed unused: only cluster 0's table is live
@@ -229,7 +242,7 @@ def test_seed_migration_to_a_cpu_with_a_usable_percpu_cluster(system):
     assert [(f.where, f.branch) for f in res.findings] == [("cluster 1", "T5")]
     assert "CPU 1's per-CPU cluster 0" in res.findings[0].reason
     # the next operation starts on the home CPU again; the lost cluster is skipped for good
-    me.migrate_hook = None
+    s.faults.migrate_to = None
     assert alloc_folio(s, 1, SWAPPED) == 16
     assert me.cpu == 0
     assert [f.where for f in run_check(s).findings] == ["cluster 1"]
@@ -238,9 +251,9 @@ def test_seed_migration_to_a_cpu_with_a_usable_percpu_cluster(system):
 def test_seed_t5_even_when_the_sleep_failed(system):
     s = system
     _cpu1_caches_cluster0(s)
-    s.slab.force_atomic_fail = 1
-    s.slab.force_sleep_fail = 1
-    s.tasks[0].migrate_hook = lambda cpu: 1
+    s.faults.atomic = 1
+    s.faults.sleeping = 1
+    s.faults.migrate_to = 1
     assert alloc_folio(s, 0, SWAPPED) == 2
     assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "SLEEP_FAIL": 1, "MIGRATED": 1,
                            "USED_PERCPU": 1, "LOST_CLUSTERS": 1}
@@ -260,19 +273,19 @@ def test_recheck_after_a_sleep_without_migration(make_system, variant):
     si = s.si
     assert [alloc_folio(s, 0, SWAPPED) for _ in range(6)] == [1, 2, 3, 4, 5, 6]
     release(s, 3)
-    si.switch_to(cpu1)
+    s.switch_to(cpu1)
     assert alloc_folio(s, 0, SWAPPED) == 3
     assert alloc_folio(s, 0, SWAPPED) == 7                 # cluster 0 FULL
-    si.switch_to(me)
-    assert si.pcp_offset(0, 0) == 7 and int(s.shm.clu["flags"][0]) == CLUSTER_FLAG_FULL
+    s.switch_to(me)
+    assert si.pcp.offset(0, 0) == 7 and int(s.shm.clu["flags"][0]) == CLUSTER_FLAG_FULL
 
     def another_cpu_frees(ci):
-        si.switch_to(cpu1)
+        s.switch_to(cpu1)
         release(s, 5)                                      # FULL -> NONFULL: usable again
-        si.switch_to(me)
+        s.switch_to(me)
 
     spy_sleep(s, another_cpu_frees)
-    s.slab.force_atomic_fail = 1
+    s.faults.atomic = 1
     e = alloc_folio(s, 0, SWAPPED)
     assert stat(s, Stat.MIGRATED) == 0 and me.cpu == 0
     if variant == "seed":
@@ -294,16 +307,16 @@ def test_migration_to_a_cpu_without_a_cached_cluster_installs(make_system, varia
     """(b) offset 0 on the woken-on CPU: the isolated cluster gets the table."""
     s = make_system(alloc_table=variant)
     me = s.tasks[0]
-    s.si.switch_to(s.tasks[1])
+    s.switch_to(s.tasks[1])
     assert alloc_folio(s, 1, SWAPPED) == 8           # CPU 1 caches order 1 only
-    s.si.switch_to(me)
-    assert s.si.pcp_offset(1, 2) == 0
-    s.slab.force_atomic_fail = 1
-    me.migrate_hook = lambda cpu: 1
+    s.switch_to(me)
+    assert s.si.pcp.offset(1, 2) == 0
+    s.faults.atomic = 1
+    s.faults.migrate_to = 1
     e = alloc_folio(s, 2, SWAPPED)
     assert e == 16
     assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "INSTALLED": 1}
-    assert s.si.pcp_offset(1, 2) == 20 and s.si.pcp_offset(0, 2) == 0   # written as CPU 1
+    assert s.si.pcp.offset(1, 2) == 20 and s.si.pcp.offset(0, 2) == 0   # written as CPU 1
     assert_nothing_held(s)
     assert_clean(s)
 
@@ -314,20 +327,20 @@ def test_migration_to_a_cpu_whose_percpu_cluster_is_full_installs(make_system, v
     s = make_system(alloc_table=variant)
     me, cpu1 = s.tasks
     si = s.si
-    si.switch_to(cpu1)
+    s.switch_to(cpu1)
     got = [alloc_folio(s, 0, SWAPPED) for _ in range(6)]
-    assert got == [1, 2, 3, 4, 5, 6] and si.pcp_offset(1, 0) == 7
+    assert got == [1, 2, 3, 4, 5, 6] and si.pcp.offset(1, 0) == 7
     release(s, 3)                                     # cluster 0 -> nonfull_clusters[0]
-    si.switch_to(me)
+    s.switch_to(me)
     assert alloc_folio(s, 0, SWAPPED) == 3            # slow path, isolates cluster 0
     assert alloc_folio(s, 0, SWAPPED) == 7            # fast path fills it: FULL, CPU 0 offset 0
     assert int(s.shm.clu["flags"][0]) == CLUSTER_FLAG_FULL and walk(s, LIST_FULL) == [0]
-    assert si.pcp_offset(1, 0) == 7 and si.pcp_offset(0, 0) == 0
-    s.slab.force_atomic_fail = 1
-    me.migrate_hook = lambda cpu: 1
+    assert si.pcp.offset(1, 0) == 7 and si.pcp.offset(0, 0) == 0
+    s.faults.atomic = 1
+    s.faults.migrate_to = 1
     assert alloc_folio(s, 0, SWAPPED) == 8
     assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "INSTALLED": 1}
-    assert si.pcp_offset(1, 0) == 9
+    assert si.pcp.offset(1, 0) == 9
     assert_nothing_held(s)
     assert_clean(s)
 
@@ -337,13 +350,13 @@ def test_migration_to_a_cpu_whose_percpu_cluster_was_freed_installs(make_system,
     """(b) the woken-on CPU's stale offset points into a FREE cluster (table NULL)."""
     s = make_system(alloc_table=variant)
     me, cpu1 = s.tasks
-    s.si.switch_to(cpu1)
+    s.switch_to(cpu1)
     assert alloc_folio(s, 1, SWAPPED) == 8
     release(s, 8)                                     # cluster 1 FREE, table freed, CPU 1 offset stale
-    assert s.si.pcp_offset(1, 1) == 10 and int(s.shm.clu["table"][1]) == -1
-    s.si.switch_to(me)
-    s.slab.force_atomic_fail = 1
-    me.migrate_hook = lambda cpu: 1
+    assert s.si.pcp.offset(1, 1) == 10 and int(s.shm.clu["table"][1]) == -1
+    s.switch_to(me)
+    s.faults.atomic = 1
+    s.faults.migrate_to = 1
     assert alloc_folio(s, 1, SWAPPED) == 16           # cluster 2 (cluster 1 went to the tail)
     assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "INSTALLED": 1}
     assert_clean(s)
@@ -352,13 +365,12 @@ def test_migration_to_a_cpu_whose_percpu_cluster_was_freed_installs(make_system,
 def test_merged_migration_to_a_cpu_with_a_usable_percpu_cluster_installs(make_system):
     """(a) with merged: no per-CPU re-check, the isolated cluster is used, nothing is lost."""
     s = make_system(alloc_table="merged")
-    me = s.tasks[0]
     _cpu1_caches_cluster0(s)
-    s.slab.force_atomic_fail = 1
-    me.migrate_hook = lambda cpu: 1
+    s.faults.atomic = 1
+    s.faults.migrate_to = 1
     assert alloc_folio(s, 0, SWAPPED) == 8
     assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "INSTALLED": 1}
-    assert s.si.pcp_offset(1, 0) == 9                 # CPU 1's cache now points into cluster 1
+    assert s.si.pcp.offset(1, 0) == 9                 # CPU 1's cache now points into cluster 1
     assert int(s.shm.clu["lost"].sum()) == 0
     assert_nothing_held(s)
     assert_clean(s)
@@ -367,9 +379,9 @@ def test_merged_migration_to_a_cpu_with_a_usable_percpu_cluster_installs(make_sy
 def test_merged_migration_with_sleep_failure(make_system):
     s = make_system(alloc_table="merged")
     _cpu1_caches_cluster0(s)
-    s.slab.force_atomic_fail = 1
-    s.slab.force_sleep_fail = 1
-    s.tasks[0].migrate_hook = lambda cpu: 1
+    s.faults.atomic = 1
+    s.faults.sleeping = 1
+    s.faults.migrate_to = 1
     assert alloc_folio(s, 0, SWAPPED) == 2            # free list gave NULL; frag_clusters[0] served
     assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "SLEEP_FAIL": 1, "MIGRATED": 1,
                            "RETURNED_NULL": 1}
@@ -380,16 +392,16 @@ def test_merged_migration_with_sleep_failure(make_system):
 def test_hdd_never_rechecks_percpu(make_system):
     """The seed's re-check is SSD-only: on HDD a cached offset is ignored."""
     s = make_system(device="hdd")
-    s.si.switch_to(s.tasks[1])
+    s.switch_to(s.tasks[1])
     assert alloc_folio(s, 0, SWAPPED) == 1
-    s.si.switch_to(s.tasks[0])
+    s.switch_to(s.tasks[0])
     assert not s.shm.pcp["si"].any() and not s.shm.pcp["offset"].any()
     s.shm.pcp["offset"][1][1] = 2                       # would be usable for an SSD re-check
-    s.slab.force_atomic_fail = 1
-    s.tasks[0].migrate_hook = lambda cpu: 1
+    s.faults.atomic = 1
+    s.faults.migrate_to = 1
     assert alloc_folio(s, 1, SWAPPED) == 8
     assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1, "INSTALLED": 1}
-    assert s.si.devr.owner(8) == -1
+    assert s.si.devr.owner(GLOBAL_LOCK_OFF) == -1
     s.shm.pcp["offset"][1][1] = 0
     assert_clean(s)
 
@@ -403,12 +415,12 @@ def test_dangling_cluster_got_a_table_meanwhile(make_system, variant):
     other = []
 
     def install_behind_its_back(ci):
-        h = s.slab.alloc_atomic(si, ci)
+        h = s.slab.alloc_atomic(ci)
         other.append(h)
         si.cr.store((ci * CW + C_TABLE) * 8, h)
 
     spy_sleep(s, install_behind_its_back)
-    s.slab.force_atomic_fail = 1
+    s.faults.atomic = 1
     assert alloc_folio(s, 1, SWAPPED) == 8
     assert branches(s) == {"TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "ALREADY_HAD_TABLE": 1,
                            "TABLE_UNUSED_FREED": 1}
@@ -450,41 +462,41 @@ def test_seed_recheck_refuses_a_full_percpu_cluster_isolated_by_reclaim(make_sys
     s = make_system(n_workers=3, clusters=4)
     me, cpu1, manager = s.tasks
     si = s.si
-    si.switch_to(cpu1)
+    s.switch_to(cpu1)
     states = [SWAPPED, CACHE_ONLY, SWAPPED, SWAPPED, SWAPPED, SWAPPED]
     assert [alloc_folio(s, 0, st) for st in states] == [1, 2, 3, 4, 5, 6]
     release(s, 3)
-    si.switch_to(me)
+    s.switch_to(me)
     assert alloc_folio(s, 0, SWAPPED) == 3
     assert alloc_folio(s, 0, SWAPPED) == 7                   # cluster 0 FULL; CPU 1 offset[0] = 7
     assert alloc_folio(s, 3, SWAPPED) == 8
     assert alloc_folio(s, 3, SWAPPED) == 16
     assert walk(s, LIST_FULL) == [0, 1, 2] and vm_swap_full(si)
-    assert si.pcp_offset(1, 0) == 7
+    assert si.pcp.offset(1, 0) == 7
     seen = []
 
     def in_the_reclaim_window(kind, a, b):
         if kind != Point.RECLAIM_WINDOW:
             return
-        preempt.install(None)
+        point.remove()
         seen.append((a, b, int(s.shm.clu["flags"][0]), int(s.shm.clu["count"][0])))
-        si.switch_to(me)
-        s.slab.force_atomic_fail = 1
-        me.migrate_hook = lambda cpu: 1
+        s.switch_to(me)
+        s.faults.atomic = 1
+        s.faults.migrate_to = 1
         seen.append(alloc_folio(s, 0, SWAPPED))
-        me.migrate_hook = None
-        si.switch_to(manager)
+        s.faults.migrate_to = None
+        s.switch_to(manager)
 
-    si.switch_to(manager)
-    preempt.install(in_the_reclaim_window)
+    s.switch_to(manager)
+    point = s.add_observer(OnPoint(s, in_the_reclaim_window))
     try:
         swap_reclaim_full_clusters(si, False)
     finally:
-        preempt.install(None)
+        point.remove()
     assert seen == [(0, 2, CLUSTER_FLAG_NONE, 8), 24]      # isolated by reclaim, full; cluster 3 used
     assert branches(s, wid=0) == {"TABLE_ATOMIC": 2, "TABLE_ATOMIC_FAIL": 1, "SLEEPS": 1, "MIGRATED": 1,
                                   "INSTALLED": 1}                   # the two order-3 clusters, then this
     assert stat(s, Stat.RECLAIMED_SLOTS, wid=2) == 1
-    si.switch_to(me)
+    s.switch_to(me)
     s.held.pop(2)
     assert_clean(s)

@@ -1,4 +1,4 @@
-"""Tests of shmswap._prim: the atomics and the lock over 64-bit shared-memory words (DESIGN §3)."""
+"""Tests of shmswap.substrate._prim: the atomics and the lock over 64-bit shared-memory words (DESIGN §3)."""
 
 import os
 import sys
@@ -10,8 +10,8 @@ import multiprocess as mp
 import pytest
 from multiprocess import resource_tracker, shared_memory
 
-from shmswap import _prim
-from shmswap._prim import Region
+from shmswap.substrate import _prim
+from shmswap.substrate._prim import Region
 
 NFIELDS = 5  # lockstat counters per class
 ACQ, CONT, TRYFAIL, WAIT_TOTAL, WAIT_MAX = range(NFIELDS)

@@ -1,5 +1,11 @@
-"""Tests of shmswap.allocator: the fast path, the ordered list search, trylock skipping,
-full-cluster and scan reclaim, discard, HDD, per-CPU off, swapoff's WRITEOK, hibernation."""
+"""Tests of shmswap.mm.allocator: the fast path, the ordered list search, trylock skipping,
+full-cluster and scan reclaim (shmswap.mm.reclaim), discard, HDD, per-CPU off, swapoff's WRITEOK,
+hibernation.
+
+Table allocation failures are forced with the test's fault plan (``system.faults``); a task
+sleeping for a table is held there by an observer's ``sleep`` hook, and preemption points are
+watched by an observer's ``sched_point`` hook.
+"""
 
 import errno
 import threading
@@ -20,33 +26,53 @@ from conftest import (
 )
 from helpers import hold_cluster_lock, walk
 
-from shmswap import preempt
-from shmswap.allocator import (
-    folio_alloc_swap,
-    get_swap_page_of_type,
-    swap_discard_work,
-    swap_reclaim_full_clusters,
-    swap_reclaim_work,
-)
-from shmswap.cluster import (
+from shmswap.mm.allocator import folio_alloc_swap, get_swap_page_of_type
+from shmswap.mm.cluster import CI_BYTES, ci_lock, ci_unlock
+from shmswap.mm.device import del_from_avail_list, vm_swap_full
+from shmswap.mm.reclaim import swap_reclaim_full_clusters, swap_reclaim_work
+from shmswap.mm.swap import (
     CLUSTER_FLAG_DISCARD,
     CLUSTER_FLAG_FRAG,
     CLUSTER_FLAG_FREE,
     CLUSTER_FLAG_FULL,
     CLUSTER_FLAG_NONFULL,
-    CW,
-    ci_lock,
-    ci_unlock,
+    SWAP_HAS_CACHE,
 )
-from shmswap.device import del_from_avail_list, vm_swap_full
-from shmswap.housekeeping import run_pending_work
-from shmswap.layout import LIST_DISCARD, LIST_FREE, LIST_FULL, list_frag, list_nonfull
-from shmswap.locks import LockClass
-from shmswap.preempt import Point
-from shmswap.stats import Stat
-from shmswap.swap_free import SWAP_HAS_CACHE
+from shmswap.mm.work import swap_discard_work
+from shmswap.substrate.layout import LIST_DISCARD, LIST_FREE, LIST_FULL, list_frag, list_nonfull
+from shmswap.substrate.locks import LockClass
+from shmswap.substrate.observe import Observer
+from shmswap.substrate.preempt import Point
+from shmswap.substrate.stats import Stat
 
 CTX = mp.get_context("fork")
+
+
+class OnPoint(Observer):
+    """Calls ``fn(kind, a, b)`` at every preemption point until ``remove``."""
+
+    def __init__(self, system, fn) -> None:
+        self.system = system
+        self.fn = fn
+
+    def sched_point(self, kind, a, b):
+        self.fn(kind, a, b)
+
+    def remove(self) -> None:
+        """Stop calling ``fn`` (and drop it: a closure that names this observer makes a cycle)."""
+        if self in self.system.system.observers:
+            self.system.system.observers.remove(self)
+        self.fn = None
+
+
+class OnSleep(Observer):
+    """Calls ``fn(ci)`` right before every sleeping table allocation (every lock dropped)."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def sleep(self, wid, ci, cpu):
+        self.fn(ci)
 
 
 
@@ -61,10 +87,10 @@ def test_first_allocation_takes_the_header_cluster_then_the_fast_path(system):
     assert alloc_folio(s, 0, SWAPPED) == 1
     assert stat(s, Stat.SLOW_PATH) == 1 and stat(s, Stat.FAST_HIT) == 0
     assert walk(s, list_frag(0)) == [0]                  # after allocation: FRAG, not NONFULL
-    assert s.si.pcp_si(0, 0) == 1 and s.si.pcp_offset(0, 0) == 2
+    assert s.si.pcp.si(0, 0) == 1 and s.si.pcp.offset(0, 0) == 2
     assert [alloc_folio(s, 0, SWAPPED) for _ in range(6)] == [2, 3, 4, 5, 6, 7]
     assert stat(s, Stat.FAST_HIT) == 6 and stat(s, Stat.SLOW_PATH) == 1
-    assert flags(s, 0) == CLUSTER_FLAG_FULL and s.si.pcp_offset(0, 0) == 0
+    assert flags(s, 0) == CLUSTER_FLAG_FULL and s.si.pcp.offset(0, 0) == 0
     assert alloc_folio(s, 0, SWAPPED) == 8               # slow path again: free_clusters
     assert stat(s, Stat.SLOW_PATH) == 2
     assert stat(s, Stat.ALLOC) == 8
@@ -88,7 +114,7 @@ def test_order_larger_than_a_cluster_is_refused(system):
     f = s.folios.folio_alloc(0, 4)
     s.folios.folio_lock(f)
     assert folio_alloc_swap(s.si, f) == -errno.EINVAL
-    assert "exceeds the cluster size" in s.si.warnings[0]
+    assert "exceeds the cluster size" in s.warnings[0]
     s.folios.folio_unlock(f)
     s.folios.folio_put(f)
 
@@ -110,7 +136,7 @@ def test_order0_steals_from_higher_orders(make_system):
     assert alloc_folio(s, 3, SWAPPED) == 16
     assert walk(s, LIST_FREE) == [] and walk(s, list_frag(1)) == [1]
     assert alloc_folio(s, 1, SWAPPED) == 12
-    s.si.pcp_set(0, 0, 0)
+    s.si.pcp.set(0, 0, 0)
     e = alloc_folio(s, 0, SWAPPED)
     assert e == 14                                        # order 0 in an order-1 cluster
     assert int(s.shm.clu["order"][1]) == 1
@@ -130,29 +156,29 @@ def test_higher_orders_do_not_steal(make_system):
 def test_allocator_skips_a_busy_free_cluster(system):
     s, si = system, system.si
     me, other = s.tasks
-    si.switch_to(other)
+    s.switch_to(other)
     ci_lock(si, 1)
-    si.switch_to(me)
+    s.switch_to(me)
     assert alloc_folio(s, 1, SWAPPED) == 16               # cluster 1 busy: cluster 2 used
     assert stat(s, Stat.TRYLOCK_SKIPS) == 1
     assert walk(s, LIST_FREE)[0] == 1
-    si.switch_to(other)
+    s.switch_to(other)
     ci_unlock(si, 1)
-    si.switch_to(me)
+    s.switch_to(me)
     assert_clean(s)
 
 
 def test_allocator_skips_a_busy_nonfull_cluster(system):
     s, si = system, system.si
     me, other = s.tasks
-    si.switch_to(other)
+    s.switch_to(other)
     ci_lock(si, 0)                                        # the only nonfull_clusters[0] node
-    si.switch_to(me)
+    s.switch_to(me)
     assert alloc_folio(s, 0, SWAPPED) == 8                # the step returned NULL: free_clusters next
     assert stat(s, Stat.TRYLOCK_SKIPS) == 1
-    si.switch_to(other)
+    s.switch_to(other)
     ci_unlock(si, 0)
-    si.switch_to(me)
+    s.switch_to(me)
     assert walk(s, list_nonfull(0)) == [0]
     assert_clean(s)
 
@@ -172,7 +198,7 @@ def test_allocator_skips_a_cluster_locked_by_another_process(system):
         p.join(20)
     assert p.exitcode == 0
     assert stat(s, Stat.TRYLOCK_SKIPS) == 1
-    assert s.si.cr.load(1 * CW * 8) == 0
+    assert s.si.cr.load(1 * CI_BYTES) == 0
     assert_clean(s)
 
 
@@ -247,7 +273,7 @@ def test_no_scan_reclaim_below_half_full(system):
     assert alloc_folio(s, 0, CACHE_ONLY) == 1
     assert alloc_folio(s, 0, SWAPPED) == 2
     release(s, 2)
-    s.si.switch_to(s.tasks[1])
+    s.switch_to(s.tasks[1])
     assert alloc_folio(s, 0, SWAPPED) == 2                # the cache-only slot 1 is skipped
     assert stat(s, Stat.RECLAIMED_SLOTS, "all") == 0
     assert s.shm.map_np[1] == SWAP_HAS_CACHE
@@ -318,7 +344,7 @@ def test_hdd_uses_the_global_cluster(make_system):
     assert not s.shm.pcp["si"].any() and not s.shm.pcp["offset"].any()
     assert stat(s, Stat.FAST_HIT) == 0 and stat(s, Stat.SLOW_PATH) == 4
     assert int(dev["global_lock"]) == 0
-    s.si.switch_to(s.tasks[1])
+    s.switch_to(s.tasks[1])
     assert alloc_folio(s, 0, SWAPPED) == 4                # one cursor for every CPU
     assert_clean(s)
 
@@ -336,7 +362,7 @@ def test_fast_path_rejects_a_stale_offset(system):
     s = system
     assert alloc_folio(s, 1, SWAPPED) == 8
     release(s, 8)                                         # cluster 1 FREE; offset[1] = 10 stale
-    assert s.si.pcp_offset(0, 1) == 10
+    assert s.si.pcp.offset(0, 1) == 10
     assert alloc_folio(s, 1, SWAPPED) == 16               # fast path rejected, slow path
     assert stat(s, Stat.FAST_HIT) == 0 and stat(s, Stat.SLOW_PATH) == 2
     assert flags(s, 1) == CLUSTER_FLAG_FREE               # no relocation of the stale cluster
@@ -346,10 +372,10 @@ def test_fast_path_rejects_a_stale_offset(system):
 def test_order0_fast_path_may_use_a_higher_order_cluster(system):
     s = system
     assert alloc_folio(s, 1, SWAPPED) == 8
-    s.si.pcp_set(0, 0, 10)                                # a cache pointing into cluster 1
+    s.si.pcp.set(0, 0, 10)                                # a cache pointing into cluster 1
     assert alloc_folio(s, 0, SWAPPED) == 10
     assert stat(s, Stat.FAST_HIT) == 1 and int(s.shm.clu["order"][1]) == 1
-    s.si.pcp_set(0, 2, 12)                                # an order-2 cache into an order-1 cluster
+    s.si.pcp.set(0, 2, 12)                                # an order-2 cache into an order-1 cluster
     assert alloc_folio(s, 2, SWAPPED) == 16               # rejected by cluster_is_usable
     assert stat(s, Stat.FAST_HIT) == 1
     assert_clean(s)
@@ -361,7 +387,7 @@ def test_allocation_fails_once_writeok_is_clear(system):
     del_from_avail_list(si, True)                         # swapoff's first step
     assert alloc_folio(s, 0, SWAPPED) == -errno.ENOMEM    # fast path: cluster_alloc_range refuses
     assert stat(s, Stat.ALLOC_FAILED) == 1
-    assert si.pcp_offset(0, 0) == 0                       # a failed scan clears the cached offset
+    assert si.pcp.offset(0, 0) == 0                       # a failed scan clears the cached offset
     assert list(s.shm.map_np[:4]) == [0x3F, 1, 0, 0]
     assert flags(s, 0) == CLUSTER_FLAG_FRAG
     assert alloc_folio(s, 0, SWAPPED) == -errno.ENOMEM    # slow path: off the avail list
@@ -373,7 +399,7 @@ def test_hibernation_slot(system):
     s, si = system, system.si
     off = get_swap_page_of_type(si)
     assert off == 1 and s.shm.map_np[1] == 1
-    assert si.pcp_si(0, 0) == 1 and si.pcp_offset(0, 0) == 2
+    assert si.pcp.si(0, 0) == 1 and si.pcp.offset(0, 0) == 2
     assert int(s.shm.dev["nr_swap_pages"]) == 127 - 2
     res = run_check(s)
     assert [v.invariant for v in res.violations] == ["I-nr-swap"]
@@ -399,7 +425,7 @@ def test_fill_and_empty_the_device(make_system, kw):
     assert alloc_folio(s, 0, SWAPPED) == -errno.ENOMEM
     assert_clean(s)
     release_all(s)
-    run_pending_work(s)
+    s.system.run_pending_work()
     assert int(s.shm.dev["inuse_pages"]) == 0
     live = int(s.shm.slab_hdr["live"])
     assert live == (6 if kw.get("tables") == "static" else 3)   # header, bad page, tail clusters
@@ -410,8 +436,8 @@ def test_discard_tries_free_clusters_only_once(make_system):
     """With discard, free_clusters is step 2 and not step 4: when its table allocation fails
     (seed T6b), an order-1 allocation finds nothing else."""
     s = make_system(discard="on")
-    s.slab.force_atomic_fail = 1
-    s.slab.force_sleep_fail = 1
+    s.faults.atomic = 1
+    s.faults.sleeping = 1
     assert alloc_folio(s, 1, SWAPPED) == -errno.ENOMEM
     assert stat(s, Stat.RETURNED_NULL) == 1 and stat(s, Stat.TABLE_ATOMIC) == 0
     assert walk(s, LIST_FREE)[0] == 2
@@ -439,66 +465,66 @@ def test_w2_stale_isolator_leaves_a_nonempty_cluster_on_the_discard_list(make_sy
     si = s.si
     cpu0, b_task, a_task, manager = s.tasks
     C = 3
-    si.switch_to(cpu0)
+    s.switch_to(cpu0)
     assert [alloc_folio(s, 0, SWAPPED) for _ in range(16)] == list(range(8, 24))    # clusters 1, 2
-    si.switch_to(b_task)
+    s.switch_to(b_task)
     assert [alloc_folio(s, 0, CACHE_ONLY if i == 0 else SWAPPED) for i in range(8)] == list(range(24, 32))
-    si.switch_to(cpu0)
+    s.switch_to(cpu0)
     assert [alloc_folio(s, 0, SWAPPED) for _ in range(6)] == list(range(1, 7))       # cluster 0 FRAG
     release(s, 31)                                       # C: NONFULL, slot 24 cache-only first
     assert walk(s, list_nonfull(0)) == [C] and walk(s, list_frag(0)) == [0] and vm_swap_full(si)
 
     a_sleeping, b_done = threading.Event(), threading.Event()
     seen: dict = {}
-    real_sleep = si.sleep_alloc
 
-    def a_sleeps(si_, ci):
+    def a_sleeps(ci):
         seen["a_isolated"] = ci
         a_sleeping.set()
         assert b_done.wait(20)
-        si.switch_to(a_task)
-        return real_sleep(si_, ci)
+        s.switch_to(a_task)
 
     def task_a():
-        si.switch_to(a_task)
-        s.slab.force_atomic_fail = 1
-        si.sleep_alloc = a_sleeps
+        s.switch_to(a_task)
+        s.faults.atomic = 1
+        s.add_observer(OnSleep(a_sleeps))
         seen["a"] = alloc_folio(s, 0, SWAPPED)
 
     thread = threading.Thread(target=task_a)
 
     def b_relocks(kind, a, b):
         clu = s.shm.clu
-        if not (kind == Point.LOCK and a == LockClass.CI_LOCK and b == C * CW * 8
+        if not (kind == Point.LOCK and a == LockClass.CI_LOCK and b == C * CI_BYTES
                 and clu["count"][C] == 0 and clu["flags"][C] == CLUSTER_FLAG_DISCARD):
             return
-        preempt.install(None)
-        si.switch_to(manager)
+        relocks.remove()
+        s.switch_to(manager)
         assert swap_discard_work(si)                     # C: FREE, table freed
         seen["freed"] = (int(clu["flags"][C]), int(clu["table"][C]))
         thread.start()
         assert a_sleeping.wait(20)
-        si.switch_to(b_task)
+        s.switch_to(b_task)
 
     def b_window(kind, a, b):
         if kind == Point.RECLAIM_WINDOW and a == C:
-            preempt.install(None)
-            si.switch_to(manager)
+            window.remove()
+            s.switch_to(manager)
             for e in range(25, 31):                      # other CPUs free the rest of C
                 release(s, e)
-            si.switch_to(b_task)
-            preempt.install(b_relocks)
+            s.switch_to(b_task)
+            s.add_observer(relocks)
 
-    preempt.install(b_window)
+    window, relocks = OnPoint(s, b_window), OnPoint(s, b_relocks)
+    s.add_observer(window)
     try:
-        si.switch_to(b_task)
+        s.switch_to(b_task)
         seen["b"] = alloc_folio(s, 0, SWAPPED)
     finally:
-        preempt.install(None)
+        window.remove()
+        relocks.remove()
         b_done.set()
         if thread.ident is not None:
             thread.join(20)
-    si.switch_to(manager)
+    s.switch_to(manager)
     assert seen == {"freed": (CLUSTER_FLAG_FREE, -1), "a_isolated": C, "b": 7, "a": 24}
     clu = s.shm.clu
     assert int(clu["flags"][C]) == CLUSTER_FLAG_DISCARD and walk(s, LIST_DISCARD) == [C]
@@ -508,5 +534,5 @@ def test_w2_stale_isolator_leaves_a_nonempty_cluster_on_the_discard_list(make_sy
     # the discard work then frees the table of a cluster with a live slot
     assert swap_discard_work(si)
     assert int(clu["flags"][C]) == CLUSTER_FLAG_FREE and int(clu["table"][C]) == -1
-    assert any("not empty (count 1)" in w for w in si.warnings)
+    assert any("not empty (count 1)" in w for w in s.warnings)
     assert {"I-free", "I-table-needed", "no kernel WARN"} <= {v.invariant for v in run_check(s).violations}

@@ -1,5 +1,7 @@
-"""Tests of shmswap.device: swapon's initial state, usage and the avail list, the device ref,
-swapoff (per-CPU caches flushed, every table freed)."""
+"""Tests of shmswap.mm.swapon: swapon's initial state (header, tail and bad slots, eager and static
+tables, device flags), swapoff (per-CPU caches flushed, every table freed, device refs drained),
+and ``SwapSystem.create`` around swapon (a failure leaves no segment; the system is a context
+manager)."""
 
 import errno
 
@@ -18,29 +20,26 @@ from conftest import (
 )
 from helpers import walk
 
-from shmswap import system as system_mod
-from shmswap.cluster import CLUSTER_FLAG_FREE, CLUSTER_FLAG_NONFULL
 from shmswap.config import Config
-from shmswap.device import (
+from shmswap.mm import system as system_mod
+from shmswap.mm.device import swap_usage_in_pages
+from shmswap.mm.slab import OBJ_INUSE
+from shmswap.mm.swap import (
+    CLUSTER_FLAG_FREE,
+    CLUSTER_FLAG_NONFULL,
+    SWAP_MAP_BAD,
     SWAP_USAGE_OFFLIST_BIT,
     SWP_BLKDEV,
     SWP_PAGE_DISCARD,
     SWP_SOLIDSTATE,
     SWP_USED,
     SWP_WRITEOK,
-    get_swap_device_info,
-    put_swap_device,
-    swap_usage_in_pages,
-    swapoff,
-    vm_swap_full,
 )
-from shmswap.housekeeping import run_pending_work
-from shmswap.layout import LIST_DISCARD, LIST_FREE, list_nonfull
-from shmswap.shm import leftover_segments
-from shmswap.slab import OBJ_INUSE
-from shmswap.stats import Stat
-from shmswap.swap_free import SWAP_MAP_BAD
-from shmswap.system import SwapSystem
+from shmswap.mm.swapon import swapoff
+from shmswap.mm.system import SwapSystem
+from shmswap.substrate.layout import LIST_DISCARD, LIST_FREE, list_nonfull
+from shmswap.substrate.shm import leftover_segments
+from shmswap.substrate.stats import Stat
 
 # -- swapon -----------------------------------------------------------------------------------------
 
@@ -145,54 +144,16 @@ def test_one_tib_device_swapons(make_system):
         s.close()
 
 
-# -- usage, avail list and vm_swap_full ----------------------------------------------------------------
-
-def test_usage_avail_list_and_reclaim_work(system):
-    s = system
-    si, dev = s.si, s.shm.dev
-    pages = int(dev["pages"])
-    entries = [alloc_folio(s, 0) for _ in range(pages // 2)]
-    assert swap_usage_in_pages(si) == pages // 2
-    assert not vm_swap_full(si)
-    entries.append(alloc_folio(s, 0))
-    assert vm_swap_full(si)                          # more than half in use
-    while len(entries) < pages:
-        entries.append(alloc_folio(s, 0))
-    assert int(dev["on_avail"]) == 0
-    assert int(dev["inuse_pages"]) & SWAP_USAGE_OFFLIST_BIT
-    assert int(dev["reclaim_work"]) == 1             # filled while swap was full: work scheduled
-    assert int(dev["nr_swap_pages"]) == 0
-    assert_clean(s)
-    release(s, entries[40])
-    assert int(dev["on_avail"]) == 1
-    assert int(dev["inuse_pages"]) == pages - 1
-    assert int(dev["nr_swap_pages"]) == 1
-    assert_clean(s)
-
-
-def test_device_ref(system):
-    si = system.si
-    ref = system.shm.workers["rec"]["ref"]
-    assert get_swap_device_info(si)
-    assert int(ref[0]) == 1
-    put_swap_device(si)
-    assert int(ref[0]) == 0
-    si.devr.store(si.D["users"] * 8, 1)              # percpu_ref_kill
-    assert not get_swap_device_info(si)
-    assert int(ref[0]) == 0
-    assert alloc_folio(system, 0) == -errno.ENOMEM
-
-
 # -- swapoff --------------------------------------------------------------------------------------------
 
 def _unuse_everything(system, manager):
     def try_to_unuse(si):
         for task in system.tasks:
-            si.switch_to(task)
+            system.switch_to(task)
             for entry in [e for e, h in system.held.items() if h.wid == task.wid]:
                 release(system, entry)
-        si.switch_to(manager)
-        run_pending_work(system)
+        system.switch_to(manager)
+        system.system.run_pending_work()
     return try_to_unuse
 
 
@@ -202,7 +163,7 @@ def test_swapoff_flushes_percpu_and_frees_every_table(make_system, kw):
     si = s.si
     cpu0, cpu1, manager = s.tasks
     for task, states in ((cpu0, (SWAPPED, CACHE_ONLY, CACHED)), (cpu1, (CACHED, SWAPPED))):
-        si.switch_to(task)
+        s.switch_to(task)
         for i in range(6):
             assert alloc_folio(s, i % 2, states[i % len(states)]) > 0
     pcp = s.shm.pcp
@@ -210,9 +171,9 @@ def test_swapoff_flushes_percpu_and_frees_every_table(make_system, kw):
     offsets = pcp["offset"].copy()
     assert offsets[0].any() and offsets[1].any()
     assert int(s.shm.slab_hdr["live"]) > 2
-    si.switch_to(manager)
+    s.switch_to(manager)
     swapoff(si, _unuse_everything(s, manager))
-    run_pending_work(s)
+    s.system.run_pending_work()
     assert not pcp["si"].any()                              # every CPU's si[] cleared
     assert (pcp["offset"] == offsets).all()                  # offset[] left stale
     assert int(s.shm.slab_hdr["live"]) == 0                  # no table object allocated
@@ -252,6 +213,9 @@ def test_swapoff_waits_for_device_refs(system):
     assert not si.writeok()
     system.shm.workers["rec"]["ref"][1] = 0
 
+
+
+# -- SwapSystem.create: segments, then swapon -------------------------------------------------------
 
 def test_create_failure_leaves_nothing(monkeypatch):
     before = set(leftover_segments())

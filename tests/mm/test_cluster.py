@@ -1,23 +1,16 @@
-"""Tests of shmswap.cluster: predicates, lists, isolation with trylock, relocation, free, discard."""
+"""Tests of shmswap.mm.cluster: predicates, lists, isolation with trylock, relocation, free, discard."""
 
 import multiprocess as mp
 import pytest
 from conftest import SWAPPED, alloc_folio, assert_clean, release, run_check, stat
 from helpers import hold_cluster_lock, walk
 
-from shmswap import _prim
-from shmswap.cluster import (
+from shmswap.mm.cluster import (
     C_COUNT,
     C_FLAGS,
     C_ORDER,
-    CLUSTER_FLAG_DISCARD,
-    CLUSTER_FLAG_FRAG,
-    CLUSTER_FLAG_FREE,
-    CLUSTER_FLAG_FULL,
-    CLUSTER_FLAG_NONE,
-    CLUSTER_FLAG_NONFULL,
+    CI_BYTES,
     CW,
-    KernelBug,
     ci_lock,
     ci_trylock,
     ci_unlock,
@@ -34,9 +27,19 @@ from shmswap.cluster import (
     swap_cluster_lock,
     swap_do_scheduled_discard,
 )
-from shmswap.layout import LIST_DISCARD, LIST_FREE, LIST_FULL, list_frag, list_nonfull
-from shmswap.slab import OBJ_FREE, OBJ_INUSE
-from shmswap.stats import Stat
+from shmswap.mm.slab import OBJ_FREE, OBJ_INUSE
+from shmswap.mm.swap import (
+    CLUSTER_FLAG_DISCARD,
+    CLUSTER_FLAG_FRAG,
+    CLUSTER_FLAG_FREE,
+    CLUSTER_FLAG_FULL,
+    CLUSTER_FLAG_NONE,
+    CLUSTER_FLAG_NONFULL,
+    KernelBug,
+)
+from shmswap.substrate import _prim
+from shmswap.substrate.layout import LIST_DISCARD, LIST_FREE, LIST_FULL, list_frag, list_nonfull
+from shmswap.substrate.stats import Stat
 
 CTX = mp.get_context("fork")
 
@@ -78,10 +81,10 @@ def test_list_of_and_lock_helpers(system):
         list_of(si, 3)
     si.cq[3 * CW + C_FLAGS] = CLUSTER_FLAG_FREE
     assert swap_cluster_lock(si, 21) == 2
-    assert si.cr.held_by_me(2 * CW * 8)
+    assert si.cr.held_by_me(2 * CI_BYTES)
     assert not ci_trylock(si, 2)
     ci_unlock(si, 2)
-    assert si.cr.load(2 * CW * 8) == 0
+    assert si.cr.load(2 * CI_BYTES) == 0
 
 
 def test_list_del_requires_head_when_no_prev(system):
@@ -102,9 +105,9 @@ def test_move_cluster_and_warn_on_same_flag(system):
     move_cluster(si, 3, LIST_FULL, CLUSTER_FLAG_FULL)     # from FREE: list_move_tail
     assert walk(system, LIST_FULL) == [3] and 3 not in walk(system, LIST_FREE)
     assert field(system, 3, C_FLAGS) == CLUSTER_FLAG_FULL
-    assert si.warnings == []
+    assert si.cur.warnings == []
     move_cluster(si, 3, LIST_FULL, CLUSTER_FLAG_FULL)
-    assert len(si.warnings) == 1 and "already has flag FULL" in si.warnings[0]
+    assert len(si.cur.warnings) == 1 and "already has flag FULL" in si.cur.warnings[0]
     move_cluster(si, 3, LIST_FREE, CLUSTER_FLAG_FREE)
     ci_unlock(si, 3)
     assert walk(system, LIST_FREE)[-1] == 3
@@ -115,10 +118,10 @@ def test_move_cluster_and_warn_on_same_flag(system):
 
 def test_isolate_lock_cluster_takes_the_head(system):
     si = system.si
-    si.local_lock(0)
+    si.pcp.local_lock(0)
     ci = isolate_lock_cluster(si, LIST_FREE, 0)
     assert ci == 1
-    assert si.cr.held_by_me(ci * CW * 8)
+    assert si.cr.held_by_me(ci * CI_BYTES)
     assert field(system, 1, C_FLAGS) == CLUSTER_FLAG_NONE
     assert 1 not in walk(system, LIST_FREE)
     table = int(system.shm.clu["table"][1])
@@ -127,31 +130,31 @@ def test_isolate_lock_cluster_takes_the_head(system):
     assert int(system.shm.workers["rec"]["cluster"][0]) == 1
     relocate_cluster(si, ci)                      # count 0: free_cluster -> FREE, table freed
     ci_unlock(si, ci)
-    si.local_unlock(0)
+    si.pcp.local_unlock(0)
     assert walk(system, LIST_FREE) == list(range(2, 16)) + [1]
     assert int(system.shm.clu["table"][1]) == -1
     assert system.shm.objs["state"][table] == OBJ_FREE
     assert stat(system, Stat.TABLE_FREES) == 1
-    system.si.set_rec_cluster(-1)
+    system.si.cur.set_rec_cluster(-1)
     assert_clean(system)
 
 
 def test_isolate_lock_cluster_empty_list(system):
     si = system.si
-    si.local_lock(0)
+    si.pcp.local_lock(0)
     assert isolate_lock_cluster(si, LIST_FULL, 0) == -1
     assert isolate_lock_cluster(si, list_frag(2), 2) == -1
-    si.local_unlock(0)
+    si.pcp.local_unlock(0)
 
 
 def test_isolate_lock_cluster_skips_a_cluster_locked_by_another_worker(system):
     si = system.si
     me, other = system.tasks[0], system.tasks[1]
-    si.switch_to(other)
+    system.switch_to(other)
     ci_lock(si, 1)                     # worker 1 holds the head of free_clusters
-    si.switch_to(me)
-    assert not si.cr.held_by_me(1 * CW * 8) and si.cr.owner(1 * CW * 8) == 1
-    si.local_lock(0)
+    system.switch_to(me)
+    assert not si.cr.held_by_me(1 * CI_BYTES) and si.cr.owner(1 * CI_BYTES) == 1
+    si.pcp.local_lock(0)
     ci = isolate_lock_cluster(si, LIST_FREE, 0)
     assert ci == 2
     assert stat(system, Stat.TRYLOCK_SKIPS) == 1
@@ -159,18 +162,18 @@ def test_isolate_lock_cluster_skips_a_cluster_locked_by_another_worker(system):
     relocate_cluster(si, ci)
     ci_unlock(si, ci)
     # every node contended: NULL for a non-empty list
-    si.switch_to(other)
+    system.switch_to(other)
     ci_lock(si, 0)
-    si.switch_to(me)
+    system.switch_to(me)
     assert isolate_lock_cluster(si, list_nonfull(0), 0) == -1
     assert stat(system, Stat.TRYLOCK_SKIPS) == 2
     assert walk(system, list_nonfull(0)) == [0]
-    si.local_unlock(0)
-    si.switch_to(other)
+    si.pcp.local_unlock(0)
+    system.switch_to(other)
     ci_unlock(si, 0)
     ci_unlock(si, 1)
-    si.switch_to(me)
-    si.set_rec_cluster(-1)
+    system.switch_to(me)
+    si.cur.set_rec_cluster(-1)
     assert stat(system, Stat.TRYLOCK_SKIPS, wid=1) == 0
     assert_clean(system)
 
@@ -183,34 +186,34 @@ def test_isolate_lock_cluster_skips_a_cluster_locked_by_another_process(system):
     p.start()
     try:
         assert held.wait(20)
-        assert si.cr.owner(1 * CW * 8) == 1
-        si.local_lock(0)
+        assert si.cr.owner(1 * CI_BYTES) == 1
+        si.pcp.local_lock(0)
         ci = isolate_lock_cluster(si, LIST_FREE, 0)
         assert ci == 2
         relocate_cluster(si, ci)
         ci_unlock(si, ci)
-        si.local_unlock(0)
-        si.set_rec_cluster(-1)
+        si.pcp.local_unlock(0)
+        si.cur.set_rec_cluster(-1)
     finally:
         done.set()
         p.join(20)
     assert p.exitcode == 0
     assert _prim.get_worker() == 0
     assert stat(system, Stat.TRYLOCK_SKIPS) == 1
-    assert si.cr.load(1 * CW * 8) == 0
+    assert si.cr.load(1 * CI_BYTES) == 0
     assert_clean(system)
 
 
 def test_relocate_cluster_by_count(system):
     si = system.si
     cq = si.cq
-    si.local_lock(0)
+    si.pcp.local_lock(0)
     ci = isolate_lock_cluster(si, list_nonfull(0), 0)
     assert ci == 0
     relocate_cluster(si, 0)                             # 0 < count < spc: FRAG[order]
     assert field(system, 0, C_FLAGS) == CLUSTER_FLAG_FRAG and walk(system, list_frag(0)) == [0]
     relocate_cluster(si, 0)                             # already FRAG: stays, no warning
-    assert si.warnings == []
+    assert si.cur.warnings == []
     cq[C_COUNT] = 8
     relocate_cluster(si, 0)
     assert field(system, 0, C_FLAGS) == CLUSTER_FLAG_FULL and walk(system, LIST_FULL) == [0]
@@ -222,8 +225,8 @@ def test_relocate_cluster_by_count(system):
     partial_free_cluster(si, 0)                         # a free left 0 < count < spc: NONFULL
     assert field(system, 0, C_FLAGS) == CLUSTER_FLAG_NONFULL and walk(system, list_nonfull(0)) == [0]
     ci_unlock(si, 0)
-    si.local_unlock(0)
-    si.set_rec_cluster(-1)
+    si.pcp.local_unlock(0)
+    si.cur.set_rec_cluster(-1)
     assert_clean(system)
 
 
@@ -260,7 +263,7 @@ def test_swap_cluster_free_table_of_a_null_table_is_a_warning(system):
     ci_unlock(si, 5)
     assert stat(system, Stat.NULL_TABLE_FREES) == 1
     assert stat(system, Stat.TABLE_FREES) == 0
-    assert len(si.warnings) == 1 and "NULL table" in si.warnings[0]
+    assert len(si.cur.warnings) == 1 and "NULL table" in si.cur.warnings[0]
 
 
 def test_swap_cluster_free_table_warns_on_entries_and_count(system):
@@ -270,9 +273,9 @@ def test_swap_cluster_free_table_warns_on_entries_and_count(system):
     ci_lock(si, 0)
     swap_cluster_free_table(si, 0)                   # count 1 (header) too
     ci_unlock(si, 0)
-    assert len(si.warnings) == 2
-    assert "not empty (count 1)" in si.warnings[0]
-    assert f"table {table} of cluster 0 still has entries" in si.warnings[1]
+    assert len(si.cur.warnings) == 2
+    assert "not empty (count 1)" in si.cur.warnings[0]
+    assert f"table {table} of cluster 0 still has entries" in si.cur.warnings[1]
 
 
 # -- free and discard -------------------------------------------------------------------------------------

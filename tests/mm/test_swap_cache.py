@@ -1,24 +1,25 @@
-"""Tests of shmswap.swap_cache: add / delete / lookup on swap tables, shadows, and validation of
+"""Tests of shmswap.mm.swap_cache: add / delete / lookup on swap tables, shadows, and validation of
 what a lockless lookup returns."""
 
 import errno
 
 from conftest import CACHED, RAW, SWAPPED, alloc_folio, assert_clean, release, run_check
 
-from shmswap import preempt
-from shmswap.cluster import ci_lock, ci_unlock
-from shmswap.folio import PG_SWAPCACHE
-from shmswap.preempt import Point
-from shmswap.swap_cache import (
-    __swap_cache_clear_shadow,
+from shmswap.mm.cluster import ci_lock, ci_unlock
+from shmswap.mm.folio import PG_SWAPCACHE
+from shmswap.mm.reclaim import free_swap_and_cache_nr
+from shmswap.mm.swap import SWAP_HAS_CACHE
+from shmswap.mm.swap_cache import (
     __swap_cache_del_folio,
     swap_cache_add_folio,
     swap_cache_del_folio,
     swap_cache_get_folio,
     swap_cache_get_shadow,
 )
-from shmswap.swap_free import SWAP_HAS_CACHE, free_swap_and_cache_nr, put_swap_folio, swapcache_prepare
-from shmswap.swap_table import folio_to_swp_tb, swap_table_get
+from shmswap.mm.swap_free import put_swap_folio, swapcache_prepare
+from shmswap.mm.swap_table import __swap_cache_clear_shadow, folio_to_swp_tb, swap_table_get
+from shmswap.substrate import preempt
+from shmswap.substrate.preempt import Point
 
 
 def test_add_and_get(system):
@@ -110,7 +111,7 @@ def test_adding_over_a_folio_warns(system):
     g = folios.folio_alloc(0, 0)
     folios.folio_lock(g)
     swap_cache_add_folio(si, g, e)
-    assert len(si.warnings) == 1 and f"slot {e} already held folio" in si.warnings[0]
+    assert len(si.cur.warnings) == 1 and f"slot {e} already held folio" in si.cur.warnings[0]
     assert [v.invariant for v in run_check(s).violations] == ["no kernel WARN"]
 
 
@@ -120,7 +121,7 @@ def test_clearing_a_folio_as_a_shadow_warns(system):
     ci_lock(si, 0)
     __swap_cache_clear_shadow(si, 0, e, 1)
     ci_unlock(si, 0)
-    assert len(si.warnings) == 1 and "still held folio" in si.warnings[0]
+    assert len(si.cur.warnings) == 1 and "still held folio" in si.cur.warnings[0]
 
 
 def test_deleting_the_wrong_folio_warns(system):
@@ -130,7 +131,7 @@ def test_deleting_the_wrong_folio_warns(system):
     ci_lock(si, 0)
     __swap_cache_del_folio(si, 0, g, e, None)
     ci_unlock(si, 0)
-    assert len(si.warnings) == 1 and f"not folio {g}" in si.warnings[0]
+    assert len(si.cur.warnings) == 1 and f"not folio {g}" in si.cur.warnings[0]
 
 
 def test_lookup_of_a_null_table(system):

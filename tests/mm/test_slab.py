@@ -1,4 +1,4 @@
-"""Tests of shmswap.slab: the swap_table kmem_cache, its page pool, and both reclamation modes."""
+"""Tests of shmswap.mm.slab: the swap_table kmem_cache, its page pool, and both reclamation modes."""
 
 import os
 import time
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from conftest import SWAPPED, alloc_folio, assert_clean, release
 
-from shmswap import slab as slab_mod
-from shmswap.slab import OBJ_FREE, OBJ_INUSE, OBJ_POOL, OBJ_RCU, PAGE_PENDING, PAGE_POOL, PAGE_SLAB
+from shmswap.mm import slab as slab_mod
+from shmswap.mm.slab import OBJ_FREE, OBJ_INUSE, OBJ_POOL, OBJ_RCU, PAGE_PENDING, PAGE_POOL, PAGE_SLAB
+from shmswap.mm.system import SleepingAllocator
 
 
 def hdr(system, name):
@@ -17,7 +18,7 @@ def hdr(system, name):
 
 def drain_atomic(system, ci=3):
     out = []
-    while (h := system.slab.alloc_atomic(system.si, ci)) >= 0:
+    while (h := system.slab.alloc_atomic(ci)) >= 0:
         out.append(h)
     return out
 
@@ -35,10 +36,10 @@ def test_geometry_and_swapon_objects(system):
 
 
 def test_alloc_zeroes_and_sets_the_header(system):
-    s, si = system, system.si
+    s = system
     h = hdr(s, "free_head")
     s.shm.tables_np[h][:] = 0x55                      # stale bytes of a previous life
-    got = s.slab.alloc_atomic(si, 5)
+    got = s.slab.alloc_atomic(5)
     assert got == h
     assert not s.shm.tables_np[h].any()
     o = s.shm.objs[h]
@@ -48,78 +49,83 @@ def test_alloc_zeroes_and_sets_the_header(system):
 
 def test_slab_mode_reuses_a_freed_object_at_once(system):
     """SLAB_TYPESAFE_BY_RCU: the next allocation may hand the same object to another cluster."""
-    s, si = system, system.si
-    h = s.slab.alloc_atomic(si, 4)
-    s.slab.free(si, h)
+    s = system
+    h = s.slab.alloc_atomic(4)
+    s.slab.free(h)
     assert s.shm.objs["state"][h] == OBJ_FREE and s.shm.objs["owner"][h] == -1
     assert hdr(s, "npending") == 0 and hdr(s, "frees") == 1
-    again = s.slab.alloc_atomic(si, 9)
+    again = s.slab.alloc_atomic(9)
     assert again == h
     assert s.shm.objs["owner"][h] == 9 and s.shm.objs["gen"][h] == 2
 
 
 def test_double_free_is_caught(system):
-    s, si = system, system.si
-    h = s.slab.alloc_atomic(si, 4)
-    s.slab.free(si, h)
+    s = system
+    h = s.slab.alloc_atomic(4)
+    s.slab.free(h)
     with pytest.raises(AssertionError, match=f"double free of table object {h}"):
-        s.slab.free(si, h)
+        s.slab.free(h)
     assert s.shm.sr.load(0) == 0                      # slab_lock released
 
 
 def test_forced_failures_count_down(system):
-    s, si = system, system.si
-    s.slab.force_atomic_fail = 2
-    assert s.slab.alloc_atomic(si, 1) == -1
-    assert s.slab.alloc_atomic(si, 1) == -1
-    assert s.slab.force_atomic_fail == 0
-    assert s.slab.alloc_atomic(si, 1) >= 0
-    s.slab.force_sleep_fail = 1
-    assert s.slab.alloc_sleeping(si, 2) == -1
-    assert s.slab.alloc_sleeping(si, 2) >= 0
+    """The test's fault plan (an observer) fails the next N allocations of each kind, as failslab."""
+    s = system
+    s.faults.atomic = 2
+    assert s.slab.alloc_atomic(1) == -1
+    assert s.slab.alloc_atomic(1) == -1
+    assert s.faults.atomic == 0
+    assert s.slab.alloc_atomic(1) >= 0
+    s.faults.sleeping = 1
+    assert s.slab.alloc_sleeping(2) == -1
+    assert s.slab.alloc_sleeping(2) >= 0
     assert hdr(s, "alloc_failures") == 3
     assert hdr(s, "atomic_allocs") == 1 and hdr(s, "sleep_allocs") == 1
 
 
 def test_injected_rates(make_system):
     s = make_system(atomic_fail=1.0, sleep_fail=1.0)
-    assert all(s.slab.alloc_atomic(s.si, 1) == -1 for _ in range(20))
-    assert all(s.slab.alloc_sleeping(s.si, 1) == -1 for _ in range(20))
+    assert all(s.slab.alloc_atomic(1) == -1 for _ in range(20))
+    assert all(s.slab.alloc_sleeping(1) == -1 for _ in range(20))
     assert hdr(s, "alloc_failures") == 40 and hdr(s, "live") == 1
 
 
 def test_sleep_latency(make_system):
+    """The configured latency is added where the device calls the sleeping allocation
+    (``si.sleep_alloc``: mm/system.py's ``SleepingAllocator`` around ``slab.alloc_sleeping``)."""
     s = make_system(sleep_latency_us=30_000)
+    assert isinstance(s.si.sleep_alloc, SleepingAllocator)
     t0 = time.monotonic()
-    assert s.slab.alloc_sleeping(s.si, 1) >= 0
+    assert s.si.sleep_alloc(1) >= 0
     assert time.monotonic() - t0 >= 0.025
+    assert hdr(s, "sleep_allocs") == 1
 
 
 def test_atomic_keeps_the_reserve_sleeping_uses_it(system):
-    s, si = system, system.si
+    s = system
     atomic = drain_atomic(s)
     # 7 left on page 0, then pages while the pool stays above its reserve (8 -> 2)
     assert len(atomic) == 7 + (8 - slab_mod.POOL_RESERVE_PAGES) * 8
     assert hdr(s, "pool_free") == slab_mod.POOL_RESERVE_PAGES
     sleeping = []
-    while (h := s.slab.alloc_sleeping(si, 3)) >= 0:
+    while (h := s.slab.alloc_sleeping(3)) >= 0:
         sleeping.append(h)
     assert len(sleeping) == slab_mod.POOL_RESERVE_PAGES * 8
     assert hdr(s, "pool_free") == 0 and hdr(s, "live") == 72
     assert len(set(atomic + sleeping)) == 71 and 0 not in atomic + sleeping
-    assert s.slab.alloc_atomic(si, 3) == -1
+    assert s.slab.alloc_atomic(3) == -1
     for h in atomic + sleeping:
-        s.slab.free(si, h)
+        s.slab.free(h)
     assert hdr(s, "live") == 1
     assert_clean(s)                               # objects, freelist and pages all accounted
 
 
 def test_slab_mode_returns_empty_pages_after_a_grace_period(system):
-    s, si = system, system.si
+    s = system
     got = drain_atomic(s)
     assert hdr(s, "fresh") == 7
     for h in got:
-        s.slab.free(si, h)
+        s.slab.free(h)
     # keeps SLAB_KEEP_FREE_PAGES (+1) pages' worth of free objects; the rest wait for a GP
     pending = hdr(s, "npending")
     assert pending > 0 and hdr(s, "deferred_frees") == pending
@@ -140,10 +146,10 @@ def test_slab_mode_returns_empty_pages_after_a_grace_period(system):
 
 
 def test_sleeping_allocation_waits_for_pending_pages(system):
-    s, si = system, system.si
+    s = system
     atomic = drain_atomic(s)
     sleeping = []
-    while (h := s.slab.alloc_sleeping(si, 3)) >= 0:
+    while (h := s.slab.alloc_sleeping(3)) >= 0:
         sleeping.append(h)
     every = atomic + sleeping
     by_page = {}
@@ -151,12 +157,12 @@ def test_sleeping_allocation_waits_for_pending_pages(system):
         by_page.setdefault(h // 8, []).append(h)
     freed = [h for page in sorted(by_page)[-4:] for h in by_page[page]]   # four whole pages
     for h in freed:
-        s.slab.free(si, h)
+        s.slab.free(h)
     assert hdr(s, "npending") == 1 and hdr(s, "pool_free") == 0
     while hdr(s, "nfree"):
-        assert s.slab.alloc_atomic(si, 3) >= 0
+        assert s.slab.alloc_atomic(3) >= 0
     gps = s.rcu.completed()
-    h = s.slab.alloc_sleeping(si, 3)
+    h = s.slab.alloc_sleeping(3)
     assert h >= 0                                  # after a grace period gave the page back
     assert s.rcu.completed() == gps + 1
     assert hdr(s, "npending") == 0 and hdr(s, "pages_returned") == 1
@@ -164,12 +170,11 @@ def test_sleeping_allocation_waits_for_pending_pages(system):
 
 def test_page_mode_frees_after_a_grace_period(make_system):
     s = make_system(reclaim="page")
-    si = s.si
     assert s.slab.mode == "page" and s.shm.geo.objs_per_page == 1
-    h = s.slab.alloc_atomic(si, 2)
-    s.slab.free(si, h)
+    h = s.slab.alloc_atomic(2)
+    s.slab.free(h)
     assert s.shm.objs["state"][h] == OBJ_RCU and hdr(s, "npending") == 1
-    assert s.slab.alloc_atomic(si, 2) != h         # not reused before a grace period
+    assert s.slab.alloc_atomic(2) != h         # not reused before a grace period
     assert s.slab.process_deferred() == 0
     s.rcu.synchronize_rcu()
     assert s.slab.process_deferred() == 1
@@ -186,7 +191,6 @@ def test_objs_per_slab_page_is_ignored_in_page_mode(make_system):
 def test_returned_pages_give_memory_back(make_system):
     """MADV_REMOVE: real memory follows the model (4 KiB tables, 32 KiB slab pages)."""
     s = make_system(clusters=8, slots_per_cluster=512)
-    si = s.si
     name = s.shm.segs["tables"].name
 
     def blocks():
@@ -198,7 +202,7 @@ def test_returned_pages_give_memory_back(make_system):
         s.shm.tables_np[h][:] = 0
     before = blocks()
     for h in got:
-        s.slab.free(si, h)
+        s.slab.free(h)
     s.rcu.synchronize_rcu()
     n = s.slab.process_deferred()
     assert n > 0 and hdr(s, "madvised") == n

@@ -1,4 +1,4 @@
-"""Tests of shmswap.rcu: readers, grace periods across processes, and deferred table frees."""
+"""Tests of shmswap.mm.rcu: readers, grace periods across processes, and deferred table frees."""
 
 import time
 
@@ -6,13 +6,13 @@ import multiprocess as mp
 import pytest
 from conftest import SWAPPED, alloc_folio, assert_clean, release, stat
 
-from shmswap import preempt
-from shmswap.housekeeping import run_pending_work
-from shmswap.preempt import Point
-from shmswap.rcu import RCU_GP_PHASE
-from shmswap.slab import OBJ_POOL, OBJ_RCU
-from shmswap.stats import Stat
-from shmswap.swap_table import swap_table_get
+from shmswap.mm.rcu import RCU_GP_PHASE
+from shmswap.mm.slab import OBJ_POOL, OBJ_RCU
+from shmswap.mm.swap_table import swap_table_get
+from shmswap.substrate import _prim, preempt
+from shmswap.substrate.preempt import Point
+from shmswap.substrate.state import RCU
+from shmswap.substrate.stats import Stat
 
 CTX = mp.get_context("fork")
 NEST = RCU_GP_PHASE - 1
@@ -74,7 +74,7 @@ def test_poll_state(system):
     rcu.synchronize_rcu()
     assert rcu.poll_state_synchronize_rcu(cookie)
     # a snapshot taken while a grace period runs (odd gp_seq) needs the next full one
-    system.shm.rr.store(system.shm.rcu_hdr_dt.fields["gp_seq"][1], 3)
+    system.shm.rr.store(8 * RCU.gp_seq, 3)
     assert rcu.get_state_synchronize_rcu() == 6
 
 
@@ -85,7 +85,7 @@ def test_broken_rcu_needs_no_grace_period(make_system):
 
 
 def _reader(system, entered, left):
-    system.si.switch_to(system.tasks[1])
+    system.switch_to(system.tasks[1])
     system.rcu.read_lock()
     system.rcu.read_lock()                 # nested, as swap_table_get inside a section would be
     entered.set()
@@ -150,6 +150,43 @@ def test_stuck_reader_times_out_and_dead_reader_is_quiescent(system):
     assert rcu.completed() == done + 1
 
 
+class Supervisor:
+    """A stand-in for the manager's watchdog (``mm.rcu.ReaderSupervisor``)."""
+
+    def __init__(self, dead=(), aborting=False):
+        self.dead, self.abort, self.asked = set(dead), aborting, []
+
+    def reader_alive(self, wid):
+        self.asked.append(wid)
+        return wid not in self.dead
+
+    def aborting(self):
+        return self.abort
+
+
+def test_supervisor_marks_a_dead_reader_quiescent(system):
+    rcu = system.rcu
+    words = system.shm.readers
+    words["ctr"][1] = (gp(system, "gp_ctr") & RCU_GP_PHASE) | 1    # died inside a read section
+    rcu.supervisor = Supervisor(dead={1})
+    done = rcu.completed()
+    rcu.synchronize_rcu(timeout_s=5)
+    assert rcu.completed() == done + 1
+    assert int(words["dead"][1]) == 1 and 1 in rcu.supervisor.asked
+
+
+def test_supervisor_aborting_abandons_the_grace_period(system):
+    rcu = system.rcu
+    words = system.shm.readers
+    words["ctr"][1] = (gp(system, "gp_ctr") & RCU_GP_PHASE) | 1
+    rcu.supervisor = Supervisor(aborting=True)
+    with pytest.raises(_prim.Aborted, match="grace period abandoned"):
+        rcu.synchronize_rcu(timeout_s=5)
+    assert system.shm.rr.load(0) == 0                                 # gp_lock released
+    assert int(words["dead"][1]) == 0
+    words["ctr"][1] = 0
+
+
 # -- deferred table frees ----------------------------------------------------------------------------
 
 def test_page_mode_frees_tables_only_after_a_grace_period(make_system):
@@ -163,7 +200,7 @@ def test_page_mode_frees_tables_only_after_a_grace_period(make_system):
     assert s.slab.process_deferred() == 0                 # no grace period yet
     assert int(s.shm.slab_hdr["npending"]) == 1
     assert_clean(s)
-    run_pending_work(s)                                   # grace period + callbacks
+    s.system.run_pending_work()                           # grace period + callbacks
     assert int(s.shm.slab_hdr["npending"]) == 0
     assert s.shm.objs["state"][table] == OBJ_POOL
     assert s.rcu.completed() == 1
@@ -199,7 +236,8 @@ def test_reader_of_a_freed_table_in_page_mode(make_system, rcu):
     """W3, page mode: a reader paused between the table pointer and the entry.
 
     With real RCU the detached table waits for the grace period: the reader sees its null entry.
-    With ``--rcu none`` the page is back in the pool at once: the oracle counts a freed-memory read.
+    With ``--rcu none`` the page is back in the pool at once: the reader oracle (checks/oracles.py,
+    an observer the model installs) counts a freed-memory read.
     """
     s = make_system(reclaim="page", rcu=rcu)
     e = alloc_folio(s, 1, SWAPPED)
@@ -217,7 +255,7 @@ def test_reader_of_a_freed_table_in_page_mode(make_system, rcu):
         assert state == OBJ_RCU
         assert stat(s, Stat.FREED_MEMORY_READS) == 0
         assert int(s.shm.readers["pipe"][0][0]) == 1          # read in the grace period of its free
-        run_pending_work(s)
+        s.system.run_pending_work()
         assert s.shm.objs["state"][table] == OBJ_POOL
     else:
         assert state == OBJ_POOL

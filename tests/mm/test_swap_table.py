@@ -1,12 +1,13 @@
-"""Tests of shmswap.swap_table: entry encoding and the accessors (locked writers, lockless reader)."""
+"""Tests of shmswap.mm.swap_table: entry encoding and the accessors (locked writers, lockless reader)."""
 
 import pytest
 from conftest import CACHED, SWAPPED, alloc_folio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shmswap.cluster import KernelBug, ci_lock, ci_unlock
-from shmswap.swap_table import (
+from shmswap.mm.cluster import ci_lock, ci_unlock
+from shmswap.mm.swap import KernelBug
+from shmswap.mm.swap_table import (
     __swap_table_get,
     __swap_table_set,
     __swap_table_xchg,
@@ -72,7 +73,7 @@ def test_swap_table_get_is_zero_for_a_null_table(system):
 def test_locked_accessors(system):
     si = system.si
     table = int(system.shm.clu["table"][0])
-    with pytest.raises(KernelBug, match="__swap_table_set: ci->lock of cluster 0 not held"):
+    with pytest.raises(KernelBug, match="swap table write: ci->lock of cluster 0 not held"):
         __swap_table_set(si, 0, 3, 5)
     with pytest.raises(KernelBug, match="__swap_table_xchg: ci->lock of cluster 0 not held"):
         __swap_table_xchg(si, 0, 3, 5)

@@ -1,28 +1,26 @@
-"""Tests of shmswap.swap_free: map counts, ``__swap_duplicate``, the put paths and the frees
-that move clusters between lists."""
+"""Tests of shmswap.mm.swap_free: map counts, ``__swap_duplicate``, the put paths and the frees
+that move clusters between lists (some through ``free_swap_and_cache_nr``, now in mm/reclaim.py)."""
 
 import errno
 
 import pytest
 from conftest import CACHE_ONLY, CACHED, RAW, SWAPPED, alloc_folio, assert_clean, release, stat
 
-from shmswap.cluster import (
+from shmswap.mm.cluster import ci_lock, ci_unlock
+from shmswap.mm.reclaim import free_swap_and_cache_nr
+from shmswap.mm.swap import (
     CLUSTER_FLAG_FRAG,
     CLUSTER_FLAG_FREE,
     CLUSTER_FLAG_NONFULL,
-    KernelBug,
-    ci_lock,
-    ci_unlock,
-)
-from shmswap.stats import Stat
-from shmswap.swap_cache import __swap_cache_del_folio, swap_cache_del_folio, swap_cache_get_folio
-from shmswap.swap_free import (
     SWAP_HAS_CACHE,
     SWAP_MAP_BAD,
     SWAP_MAP_MAX,
     SWAP_MAP_SHMEM,
+    KernelBug,
+)
+from shmswap.mm.swap_cache import __swap_cache_del_folio, swap_cache_del_folio, swap_cache_get_folio
+from shmswap.mm.swap_free import (
     __swap_duplicate,
-    free_swap_and_cache_nr,
     put_swap_folio,
     swap_duplicate,
     swap_entries_free,
@@ -30,6 +28,8 @@ from shmswap.swap_free import (
     swap_entry_put_locked,
     swapcache_prepare,
 )
+from shmswap.substrate.layout import DEVICE
+from shmswap.substrate.stats import Stat
 
 
 def mapb(system, s, n=1):
@@ -203,10 +203,10 @@ def test_frees_move_clusters_and_counters(system):
 def test_free_without_a_device_ref_does_nothing(system):
     s, si = system, system.si
     e = alloc_folio(s, 0, SWAPPED)
-    si.devr.store(si.D["users"] * 8, 1)
+    si.devr.store(8 * DEVICE.users, 1)
     free_swap_and_cache_nr(si, e, 1)
     assert mapb(s, e) == [1]
-    si.devr.store(si.D["users"] * 8, 0)
+    si.devr.store(8 * DEVICE.users, 0)
     release(s, e)
     assert mapb(s, e) == [0]
 

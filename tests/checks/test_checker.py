@@ -1,24 +1,17 @@
-"""Tests of shmswap.checker: it passes a sound state and fails every kind of corruption, naming
+"""Tests of shmswap.checks.checker: it passes a sound state and fails every kind of corruption, naming
 where; seed T5/T6b clusters are findings, anything else on no list is a violation."""
 
 import pytest
 from conftest import CACHED, RAW, SWAPPED, alloc_folio, assert_clean, release, run_check
 
-from shmswap.alloc_table import LOST_T6B, lost_word
-from shmswap.checker import INVARIANTS
-from shmswap.cluster import (
-    CLUSTER_FLAG_DISCARD,
-    CLUSTER_FLAG_FRAG,
-    CLUSTER_FLAG_FULL,
-    CLUSTER_FLAG_NONE,
-    ci_lock,
-    ci_unlock,
-    list_del,
-)
+from shmswap.checks.checker import INVARIANTS
+from shmswap.checks.faults import lose_cluster
 from shmswap.config import Config
-from shmswap.inject import lose_cluster
-from shmswap.inprocess import run_inprocess
-from shmswap.swap_table import folio_to_swp_tb
+from shmswap.mm.alloc_table import LOST_T6B, lost_word
+from shmswap.mm.cluster import ci_lock, ci_unlock, list_del
+from shmswap.mm.swap import CLUSTER_FLAG_DISCARD, CLUSTER_FLAG_FRAG, CLUSTER_FLAG_FULL, CLUSTER_FLAG_NONE
+from shmswap.mm.swap_table import folio_to_swp_tb
+from shmswap.runner.inprocess import run_inprocess
 
 
 def kinds(res):
@@ -202,9 +195,9 @@ def test_usage_counters(busy):
 
 
 def test_percpu_and_hdd_cursors(busy, make_system):
-    busy.si.pcp_set(1, 2, 6)                            # offset[2] not a multiple of 4
+    busy.si.pcp.set(1, 2, 6)                            # offset[2] not a multiple of 4
     assert where(run_check(busy), "I-pcp") == ["CPU 1"]
-    busy.si.pcp_set(1, 2, 0)
+    busy.si.pcp.set(1, 2, 0)
     hdd = make_system(device="hdd")
     assert alloc_folio(hdd, 0, SWAPPED) == 1
     assert_clean(hdd)
@@ -218,12 +211,12 @@ def test_percpu_and_hdd_cursors(busy, make_system):
 def test_locks_held_at_quiescence(busy):
     s, si = busy, busy.si
     ci_lock(si, 4)
-    si.local_lock(1)
+    si.pcp.local_lock(1)
     res = run_check(s)
     assert kinds(res) == {"no lock held at quiescence"}
     assert set(where(res, "no lock held at quiescence")) == {"cluster 4", "CPU 1"}
     ci_unlock(si, 4)
-    si.local_unlock(1)
+    si.pcp.local_unlock(1)
     si.si_lock()
     assert where(run_check(s), "no lock held at quiescence") == ["swap_info"]
     si.si_unlock()
@@ -231,7 +224,7 @@ def test_locks_held_at_quiescence(busy):
 
 
 def test_warnings_are_violations(busy):
-    busy.si.warn("something odd")
+    busy.si.cur.warn("something odd")
     res = run_check(busy)
     assert kinds(res) == {"no kernel WARN"}
     assert "something odd" in res.violations[0].reason

@@ -1,7 +1,7 @@
 """A Hypothesis state machine over the allocator: random allocations of every order, frees,
 cache-only slots, reclaim, lookups, housekeeping and swapoff/swapon, with table allocation
-failures and migrations forced at random, on SSD and HDD, seed and merged, 8- and 512-slot
-clusters.
+failures and migrations forced at random (through the test's fault plan, ``system.faults``), on
+SSD and HDD, seed and merged, 8- and 512-slot clusters.  It drives a ``TestModel`` (conftest).
 
 After every step the checker must find no violation; with ``merged`` no finding either, with
 ``seed`` findings only of its T5/T6b branches.  A model of what the test holds says which slots
@@ -19,6 +19,7 @@ from conftest import (
     CACHED,
     RAW,
     SWAPPED,
+    TestModel,
     _reset_prim,
     alloc_folio,
     release,
@@ -36,13 +37,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from shmswap.allocator import swap_reclaim_full_clusters
-from shmswap.device import swap_usage_in_pages, swapoff
-from shmswap.housekeeping import run_pending_work
-from shmswap.swap_cache import swap_cache_get_folio, swap_cache_get_shadow
-from shmswap.swap_free import SWAP_HAS_CACHE, SWAP_MAP_BAD
-from shmswap.swap_table import folio_to_swp_tb
-from shmswap.system import SwapSystem
+from shmswap.mm.device import swap_usage_in_pages
+from shmswap.mm.reclaim import swap_reclaim_full_clusters
+from shmswap.mm.swap import SWAP_HAS_CACHE, SWAP_MAP_BAD
+from shmswap.mm.swap_cache import swap_cache_get_folio, swap_cache_get_shadow
+from shmswap.mm.swap_table import folio_to_swp_tb
+from shmswap.mm.swapon import swapoff
 
 CPUS = 2
 STATES = (SWAPPED, SWAPPED, CACHED, CACHE_ONLY, CACHE_ONLY, RAW)
@@ -61,7 +61,7 @@ def machine(device: str, alloc_table: str, spc: int):
     class SwapMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.s: SwapSystem | None = None
+            self.s: TestModel | None = None
             self.owned: dict[int, int] = {}       # slot -> first entry of the record holding it
             self.bad: set[int] = set()
             self.generations = 0
@@ -83,9 +83,7 @@ def machine(device: str, alloc_table: str, spc: int):
 
         def _swapon(self) -> None:
             cfg = small_config(**self.kw)
-            self.s = SwapSystem.create(cfg, n_workers=CPUS + 1)
-            self.s.held = {}
-            self.s.tasks = [self.s.task(w) for w in (2, 1, 0)][::-1]
+            self.s = TestModel(cfg, n_workers=CPUS + 1)     # worker 0 current, the manager last
             self.manager = self.s.tasks[CPUS]
             self.owned = {}
             self.bad = set(self.kw["bad_pages"])
@@ -99,7 +97,7 @@ def machine(device: str, alloc_table: str, spc: int):
 
         # -- the model ---------------------------------------------------------------------------------
         def as_cpu(self, cpu: int) -> None:
-            self.s.si.switch_to(self.s.tasks[cpu])
+            self.s.switch_to(self.s.tasks[cpu])
 
         def forget(self, h) -> None:
             for slot in range(h.entry, h.entry + (1 << h.order)):
@@ -132,16 +130,15 @@ def machine(device: str, alloc_table: str, spc: int):
         def _allocate(self, cpu, order, state, fail, migrate):
             s = self.s
             self.as_cpu(cpu)
-            task = s.tasks[cpu]
-            s.slab.force_atomic_fail = 1 if "atomic" in fail else 0
-            s.slab.force_sleep_fail = 1 if "sleep" in fail else 0
-            task.migrate_hook = None if migrate is None else (lambda _cpu, to=migrate: to)
+            s.faults.atomic = 1 if "atomic" in fail else 0
+            s.faults.sleeping = 1 if "sleep" in fail else 0
+            s.faults.migrate_to = migrate            # only this task sleeps until the reset below
             before = dict(s.held)
             try:
                 entry = alloc_folio(s, order, state)
             finally:
-                s.slab.force_atomic_fail = s.slab.force_sleep_fail = 0
-                task.migrate_hook = None
+                s.faults.atomic = s.faults.sleeping = 0
+                s.faults.migrate_to = None
             self.sync(before.get(entry) if entry > 0 else None)
             if entry < 0:
                 assert entry == -errno.ENOMEM
@@ -189,14 +186,14 @@ def machine(device: str, alloc_table: str, spc: int):
 
         @rule(force=st.booleans())
         def reclaim(self, force):
-            self.s.si.switch_to(self.manager)
+            self.s.switch_to(self.manager)
             swap_reclaim_full_clusters(self.s.si, force)
             self.sync()
 
         @rule(grace_period=st.sampled_from([None, True, False]))
         def housekeeping(self, grace_period):
-            self.s.si.switch_to(self.manager)
-            run_pending_work(self.s, grace_period)
+            self.s.switch_to(self.manager)
+            self.s.system.run_pending_work(grace_period)
             self.sync()
 
         @rule(data=st.data(), cpu=CPU)
@@ -229,23 +226,23 @@ def machine(device: str, alloc_table: str, spc: int):
             if go:
                 return
             s = self.s
-            s.si.switch_to(self.manager)
+            s.switch_to(self.manager)
 
             def try_to_unuse(si):
                 for e in self.held_entries():
                     self.as_cpu(s.held[e].wid)
                     self.forget(s.held[e])
                     release(s, e)
-                si.switch_to(self.manager)
-                run_pending_work(s)
+                s.switch_to(self.manager)
+                s.system.run_pending_work()
 
             swapoff(s.si, try_to_unuse)
-            run_pending_work(s)
+            s.system.run_pending_work()
             assert s.held == {} and self.owned == {}
             assert not s.shm.pcp["si"].any()
             assert int(s.shm.slab_hdr["live"]) == 0
             assert (s.shm.clu["table"] == -1).all()
-            assert not s.si.warnings
+            assert not s.warnings
             s.close()
             self.s = None
             self.generations += 1
