@@ -6,19 +6,19 @@ import multiprocess as mp
 import numpy as np
 import pytest
 
-from shmswap import _prim
-from shmswap.checker import check
+from shmswap.checks.checker import check
 from shmswap.config import Config
-from shmswap.shm import Segment, new_run_prefix
-from shmswap.stats import Stat
-from shmswap.system import SwapSystem
+from shmswap.mm.system import SwapSystem
+from shmswap.substrate import _prim
+from shmswap.substrate.shm import Segment, new_run_prefix
+from shmswap.substrate.stats import Stat
+from workers.workload import Workload
 
 N_CPUS = 4
 
 
 def _cpu(cfg: Config, n_workers: int, names: dict, owners_name: str, wid: int, steps: int, q) -> None:
     """One CPU: attach, run its seeded workload, release everything, report duplicates."""
-    from workers.workload import Workload
     _prim.set_hook(None)
     system = SwapSystem.attach(cfg, n_workers, names)
     owners_seg = Segment(owners_name)
@@ -50,7 +50,7 @@ def _cpu(cfg: Config, n_workers: int, names: dict, owners_name: str, wid: int, s
         for _ in range(steps):
             load.step()
         load.release_all()
-        q.put((wid, dup, list(system.si.warnings)))
+        q.put((wid, dup, list(system.cur.warnings)))
     finally:
         owners.release()
         owners_seg.close()
@@ -80,9 +80,8 @@ def test_four_cpus_share_one_device(alloc_table: str) -> None:
             owners_seg.unlink()
         assert sum(r[1] for r in reports) == 0, "a slot was handed out twice"
         assert all(not r[2] for r in reports), [r[2] for r in reports]
-        from shmswap.housekeeping import run_pending_work
         system.task(N_CPUS)
-        run_pending_work(system)
+        system.run_pending_work()
         res = check(system.shm, system.variant)
         assert not res.violations, res.violations
         if alloc_table == "merged":

@@ -1,4 +1,5 @@
-"""Short real multiprocess runs of ``shmswap run``: variants, oracles, faults, signals, cleanup."""
+"""The multiprocess driver (shmswap/runner/driver.py) through short real runs of ``shmswap run``: variants,
+oracles, faults, signals, cleanup."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import psutil
 import pytest
 
 import shmswap
-from shmswap.shm import leftover_segments, orphaned_segments
+from shmswap.substrate.shm import leftover_segments, orphaned_segments
 
 PKG_PARENT = str(Path(shmswap.__file__).resolve().parent.parent)
 SMALL = ["--size", "64M", "--seconds", "1.5", "--quiet"]
