@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 
-import shmswap
 from shmswap import Allocation, Config, Model, Snapshot
 from shmswap import model as model_module
 from shmswap.config import PAGE_SIZE
 from shmswap.model import CACHE_ONLY, CACHED, SWAPPED
 from shmswap.substrate import _prim
 
-ROOT = Path(shmswap.__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent      # the repository (the package may be installed elsewhere)
 SPC = 8
 NR_CLUSTERS = 16
 CLUSTER_KEYS = {"index", "flag", "list", "position", "count", "order", "table"}
