@@ -17,12 +17,12 @@ import numpy as np
 from ..substrate.layout import FOLIO
 from ..substrate.locks import LockClass
 
-__all__ = ["Folios", "PG_SWAPCACHE", "PG_DIRTY"]
+__all__ = ["Folios", "PG_SWAPCACHE", "PG_DIRTY", "F_ORDER", "FOLIO_WORDS"]
 
 PG_SWAPCACHE = 1
 PG_DIRTY = 2
 # Word indices of a folio record, and byte offsets of its atomic words (generated from the dtype).
-_FW = FOLIO.size
+_FW = FOLIO_WORDS = FOLIO.size
 F_FLAGS, F_SWAP, F_ORDER, F_OWNER, F_GEN = FOLIO.flags, FOLIO.swap, FOLIO.order, FOLIO.owner, FOLIO.gen
 _FB = 8 * _FW
 _REF_B, _LOCK_B = 8 * FOLIO.ref, 8 * FOLIO.lock

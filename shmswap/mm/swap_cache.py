@@ -14,6 +14,7 @@ swap_table.py: the free path below needs it.)
 from __future__ import annotations
 
 from .cluster import CI_BYTES, CI_LOCK
+from .folio import F_ORDER, FOLIO_WORDS
 from .swap_free import put_swap_folio
 from .swap_table import (
     __swap_table_xchg,
@@ -61,7 +62,7 @@ def swap_cache_add_folio(si, folio: int, entry: int) -> int | None:
     shadow, if any.
     """
     folios = si.folios
-    nr = 1 << folios.order(folio)
+    nr = 1 << folios.fq[folio * FOLIO_WORDS + F_ORDER]        # folio_nr_pages(), on the hot path
     ci, off = entry >> si.spc_shift, entry & (si.spc - 1)
     tb = folio_to_swp_tb(folio)
     shadow = None
@@ -82,7 +83,7 @@ def swap_cache_add_folio(si, folio: int, entry: int) -> int | None:
 def __swap_cache_del_folio(si, ci: int, folio: int, entry: int, shadow: int | None) -> None:
     """Models ``__swap_cache_del_folio()``: ``ci->lock`` held; leaves swap_map and refs alone."""
     folios = si.folios
-    nr = 1 << folios.order(folio)
+    nr = 1 << folios.fq[folio * FOLIO_WORDS + F_ORDER]        # folio_nr_pages(), on the hot path
     off = entry & (si.spc - 1)
     new = 0 if shadow is None else (shadow << 1) | 1
     mine = folio_to_swp_tb(folio)
