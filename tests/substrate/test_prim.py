@@ -547,12 +547,14 @@ NPROC = 4
 NITER = 20_000
 COUNTER = 64
 START = 72
+READY = 80
 STATS_BASE = 1024
 
 
 def _hammer(name, wid):
     seg, r = attach(name, wid)
     _prim.set_stats(r, STATS_BASE + wid * NFIELDS * 8, 1)
+    r.fetch_add(READY, 1)
     while r.load(START) == 0:
         pass  # busy: start together
     for _ in range(NITER):
@@ -569,6 +571,11 @@ def test_mutual_exclusion_across_processes(shm):
     seg, r = shm
     procs = [run_child(_hammer, seg.name, wid) for wid in range(NPROC)]
     try:
+        # Start them together: a child that attached late would otherwise run its loop alone
+        # (it takes about a millisecond, less than a process start).
+        deadline = time.monotonic() + 60
+        while r.load(READY) < NPROC and time.monotonic() < deadline:
+            time.sleep(0.001)
         r.store(START, 1)
         for p in procs:
             p.join(120)
