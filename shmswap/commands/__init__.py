@@ -1,0 +1,1 @@
+"""The subcommands of ``shmswap``, one module each (presentation layer)."""

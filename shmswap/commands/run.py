@@ -1,0 +1,103 @@
+"""``shmswap run``: run the model once, as a manager and CPU worker processes (DESIGN §1, §8).
+
+Exit status: 0 when there are no violations and the oracles are clean (findings are listed), 1 on
+a violation or an oracle failure (with ``--strict`` also on findings), 2 for bad arguments: one
+line naming the value, and nothing created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..config import Config, ConfigError
+from ..report import render
+from ..runner.driver import RunAborted, run_multiprocess
+from .common import progress_bar, write_atomically
+
+__all__ = ["add_parser", "config_from_args", "main"]
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Add ``run`` and its options to the subcommands ``sub``."""
+    r = sub.add_parser("run", help="run the model (default configuration: 4 CPUs, 1 GiB SSD, 8 s)",
+                       description="Run the model once: a manager process and one worker process per CPU.")
+    d = Config()
+    r.add_argument("--cpus", type=int, default=d.cpus, help="worker CPUs (1..256)")
+    r.add_argument("--size", default="1G", help="device size with K/M/G/T suffix (at least one cluster)")
+    r.add_argument("--device", default=d.device, help="ssd|hdd")
+    r.add_argument("--discard", default=d.discard, help="off|on")
+    r.add_argument("--slots-per-cluster", type=int, default=d.slots_per_cluster, help="power of two, 8..512")
+    r.add_argument("--max-order", type=int, default=None, help="largest order (default log2 of the cluster)")
+    r.add_argument("--orders", default="0:0.7,2:0.2,4:0.1", help="order:probability,... summing to 1")
+    r.add_argument("--ops", type=int, default=None, help="total operations over all CPUs")
+    r.add_argument("--seconds", type=float, default=d.seconds, help="run time (ignored with --ops)")
+    r.add_argument("--fill", type=float, default=d.fill, help="target fill of the device, 0..1")
+    r.add_argument("--seed", type=int, default=d.seed, help="fixes each worker's workload stream")
+    r.add_argument("--alloc-table", default=d.alloc_table, help="seed|merged")
+    r.add_argument("--tables", default=d.tables, help="dynamic|static")
+    r.add_argument("--percpu", default=d.percpu, help="on|off")
+    r.add_argument("--reclaim", default=d.reclaim, help="slab|page")
+    r.add_argument("--rcu", default=d.rcu, help="normal|none")
+    r.add_argument("--reader", default=d.reader, help="normal|broken")
+    r.add_argument("--atomic-fail", type=float, default=d.atomic_fail, help="atomic table allocation failure rate")
+    r.add_argument("--sleep-fail", type=float, default=d.sleep_fail, help="sleeping table allocation failure rate")
+    r.add_argument("--sleep-latency-us", type=int, default=d.sleep_latency_us, help="added sleeping-allocation latency")
+    r.add_argument("--migrate", type=float, default=d.migrate, help="probability of migrating after a sleep")
+    r.add_argument("--migrate-to", default=d.migrate_to, help="random|N")
+    r.add_argument("--watchdog-s", type=float, default=d.watchdog_s,
+                   help="no-progress limit before a worker is declared stuck")
+    r.add_argument("--pin", action="store_true", help="pin workers to cores round robin")
+    r.add_argument("--strict", action="store_true", help="exit 1 on findings too")
+    r.add_argument("--json", default=None, help="write the whole result as JSON to this path")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--inject-bug", default="", help=argparse.SUPPRESS)
+    r.add_argument("--start-method", default=d.start_method, help="fork|spawn|forkserver")
+    r.add_argument("--cache-only", type=float, default=d.cache_only,
+                   help="share of allocations left SWAP_HAS_CACHE-only (work for reclaim, folios for readers)")
+    r.add_argument("--reader-delay-us", type=int, default=0,
+                   help="hold CPU 0's lockless readers in their window up to N us (race window)")
+    r.set_defaults(func=main)
+    return r
+
+
+def config_from_args(a: argparse.Namespace) -> Config:
+    seconds = None if a.ops is not None else a.seconds
+    return Config(cpus=a.cpus, size=a.size, device=a.device, discard=a.discard,
+                  slots_per_cluster=a.slots_per_cluster, max_order=a.max_order, orders=a.orders, ops=a.ops,
+                  seconds=seconds, fill=a.fill, seed=a.seed, alloc_table=a.alloc_table, tables=a.tables,
+                  percpu=a.percpu, reclaim=a.reclaim, rcu=a.rcu, reader=a.reader, atomic_fail=a.atomic_fail,
+                  sleep_fail=a.sleep_fail, sleep_latency_us=a.sleep_latency_us, migrate=a.migrate,
+                  migrate_to=a.migrate_to, watchdog_s=a.watchdog_s, pin=a.pin, strict=a.strict,
+                  json=a.json, quiet=a.quiet, inject_bug=a.inject_bug, start_method=a.start_method,
+                  reader_delay_us=a.reader_delay_us, cache_only=a.cache_only)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run, print the report, write the JSON; the exit status."""
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        sys.stderr.write(f"shmswap: error: {e}\n")
+        return 2
+    if cfg.json:
+        try:
+            open(cfg.json, "a").close()
+        except OSError as e:
+            sys.stderr.write(f"shmswap: error: --json: cannot write {cfg.json!r}: {e.strerror}\n")
+            return 2
+    try:
+        total = cfg.ops if cfg.ops else float(cfg.seconds)
+        with progress_bar("shmswap run", total, cfg.quiet) as bar:
+            def progress(steps: int, elapsed: float) -> None:
+                rate = steps / elapsed if elapsed > 0 else 0.0
+                bar(steps if cfg.ops else min(elapsed, total), f"{steps:,} ops, {rate:,.0f} ops/s")
+            res = run_multiprocess(cfg, progress if bar is not None else None)
+    except RunAborted as e:
+        sys.stderr.write(f"shmswap: run aborted: {e}\n")
+        return 1
+    if cfg.json:
+        write_atomically(cfg.json, json.dumps(res.as_dict(), indent=1))
+    print(render(res, cfg.strict))
+    return res.exit_status(cfg.strict)

@@ -1,0 +1,1 @@
+"""Experiments over many runs: sweeps, race studies, memory comparisons (above the runners)."""
