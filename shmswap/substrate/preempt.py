@@ -4,8 +4,9 @@ The points (DESIGN §4): each lock acquire and release (called from inside the C
 ``SP_LOCK`` / ``SP_TRYLOCK`` / ``SP_UNLOCK``), the sleeping table allocation, and each window in
 which the allocator has dropped ``ci->lock``.  ``sched_point`` is the C module's: with no hook
 installed it returns at once, so an uninstrumented run pays a C call and a pointer test.  Tracing,
-fault injection and the deterministic scheduler are observers installed here, never branches in
-the allocator.
+fault injection and the deterministic scheduler are observers (observe.py), whose dispatcher is
+installed here when one of them listens to the points; never branches in the allocator.
+``install`` sets a raw hook directly (tests that predate the observers use it).
 """
 
 from __future__ import annotations
