@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import run
-from .commands.common import Parser
+from .commands import clean, memory, plot, race, run, sweep, twin
+from .commands.common import Parser, join_dash_values
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = (run,)
+COMMANDS = (run, plot, sweep, clean, race, memory, twin)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(join_dash_values(parser, sys.argv[1:] if argv is None else list(argv)))
     return args.func(args)
 
 

@@ -11,9 +11,14 @@ import math
 import re
 from dataclasses import dataclass, field, fields, replace
 
-__all__ = ["Config", "ConfigError", "PAGE_SIZE", "parse_size", "parse_orders"]
+__all__ = ["Config", "ConfigError", "PAGE_SIZE", "parse_size", "parse_orders", "shown", "check_seconds",
+           "DEFAULT_ORDERS", "SECONDS_LIMIT"]
 
 PAGE_SIZE = 4096
+DEFAULT_ORDERS = {0: 0.7, 2: 0.2, 4: 0.1}
+SECONDS_LIMIT = 1e7
+_SHOWN_MAX = 60
+_MAX_DIGITS = 20
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _CHOICES = {
     "device": ("ssd", "hdd"),
@@ -33,14 +38,22 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names it."""
 
 
+def shown(value) -> str:
+    """``repr(value)`` cut at 60 characters with an ellipsis: what an error message echoes."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_MAX else text[:_SHOWN_MAX - 1] + "…"
+
+
 def parse_size(text: str | int) -> int:
-    """'1G', '512M', '4096' -> bytes."""
+    """'1G', '512M', '4096' -> bytes (ASCII digits only)."""
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
-        m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.I)
+        m = re.fullmatch(r"\s*([0-9]+)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.I | re.ASCII)
         if not m:
-            raise ConfigError(f"--size: cannot parse {text!r} (use a number with K, M, G or T)")
+            raise ConfigError(f"--size: cannot parse {shown(text)} (use a number with K, M, G or T)")
+        if len(m.group(1)) > _MAX_DIGITS:
+            raise ConfigError(f"--size: {shown(text)} is too large")
         value = int(m.group(1)) * _SUFFIX[m.group(2).upper()]
     return value
 
@@ -48,26 +61,46 @@ def parse_size(text: str | int) -> int:
 def parse_orders(text: str | dict) -> dict[int, float]:
     """'0:0.7,2:0.2,4:0.1' -> {0: 0.7, 2: 0.2, 4: 0.1}."""
     if isinstance(text, dict):
-        return {int(k): float(v) for k, v in text.items()}
+        try:
+            return {int(k): float(v) for k, v in text.items()}
+        except (TypeError, ValueError):
+            raise ConfigError(f"--orders: cannot parse {shown(text)}") from None
     out: dict[int, float] = {}
     for part in str(text).split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*:\s*([0-9.eE+-]+)\s*", part)
+        m = re.fullmatch(r"\s*([0-9]{1,6})\s*:\s*([0-9.eE+-]+)\s*", part, re.ASCII)
         if not m:
-            raise ConfigError(f"--orders: cannot parse {part!r} in {text!r} (use order:probability,...)")
+            raise ConfigError(f"--orders: cannot parse {shown(part)} in {shown(text)} (use order:probability,...)")
+        order = int(m.group(1))
+        if order in out:
+            raise ConfigError(f"--orders: order {order} given twice in {shown(text)}")
         try:
-            out[int(m.group(1))] = float(m.group(2))
+            p = float(m.group(2))
         except ValueError:
-            raise ConfigError(f"--orders: bad probability {m.group(2)!r} in {text!r}") from None
+            raise ConfigError(f"--orders: bad probability {shown(m.group(2))} in {shown(text)}") from None
+        if not math.isfinite(p):
+            raise ConfigError(f"--orders: probability {shown(m.group(2))} of order {order} is not a number in [0, 1]")
+        out[order] = p
     return out
+
+
+def check_seconds(value) -> float:
+    """``--seconds``: a finite number of seconds in (0, 1e7)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--seconds: {shown(value)} is not a number") from None
+    if not (0 < v < SECONDS_LIMIT):
+        raise ConfigError(f"--seconds: {shown(value)} is not in the range 0 < S < {SECONDS_LIMIT:.0f}")
+    return v
 
 
 def _probability(name: str, value: float) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"--{name}: {value!r} is not a number") from None
+        raise ConfigError(f"--{name}: {shown(value)} is not a number") from None
     if not (0.0 <= v <= 1.0) or math.isnan(v):
-        raise ConfigError(f"--{name}: {value!r} is not a probability in [0, 1]")
+        raise ConfigError(f"--{name}: {shown(value)} is not a probability in [0, 1]")
     return v
 
 
@@ -81,7 +114,7 @@ class Config:
     discard: str = "off"
     slots_per_cluster: int = 512
     max_order: int | None = None
-    orders: dict[int, float] = field(default_factory=lambda: {0: 0.7, 2: 0.2, 4: 0.1})
+    orders: dict[int, float] | None = None   # None: DEFAULT_ORDERS, orders above max_order folded into it
     ops: int | None = None
     seconds: float | None = 8.0
     fill: float = 0.8
@@ -110,19 +143,41 @@ class Config:
     reader_delay_us: int = 0
     start_method: str = "fork"
     lockstat: bool = True
+    sample_ms: int = 0              # --sample-ms: the manager samples the shared state every N ms (0: off)
+    trace: str | None = None        # --trace: write the run's events as Chrome trace-event JSON here
+    trace_limit: int = 200_000      # --trace-limit: at most this many trace events in all
+    trace_lock_ns: int = 100_000    # --trace-lock-ns: trace lock waits of at least this many ns
 
     _size_text: str = field(default="", init=False, repr=False, compare=False)
+    _orders_default: bool = field(default=False, init=False, repr=False, compare=False)
+    notes: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
         s(self, "_size_text", str(self.size))
         s(self, "size", parse_size(self.size))
-        s(self, "orders", parse_orders(self.orders))
+        s(self, "_orders_default", self.orders is None)
+        s(self, "orders", parse_orders(DEFAULT_ORDERS if self.orders is None else self.orders))
         s(self, "bad_pages", tuple(int(b) for b in self.bad_pages))
         self._check_ints()
         self._check_choices()
         self._check_geometry()
+        self._fold_default_orders()
         self._check_workload()
+        self._check_observation()
+
+    def _fold_default_orders(self) -> None:
+        """The default order mix fits the device: orders above max_order are folded into it."""
+        if not self._orders_default or max(self.orders) <= self.max_order:
+            return
+        folded: dict[int, float] = {}
+        for o, p in self.orders.items():
+            folded[min(o, self.max_order)] = folded.get(min(o, self.max_order), 0.0) + p
+        was = ",".join(f"{o}:{p:g}" for o, p in self.orders.items())
+        now = ",".join(f"{o}:{p:g}" for o, p in folded.items())
+        object.__setattr__(self, "orders", folded)
+        object.__setattr__(self, "notes", (f"default order mix {was} folded to {now}: orders above "
+                                           f"--max-order {self.max_order} do not fit the device",))
 
     # -- validation ---------------------------------------------------------------------------------
     def _check_ints(self) -> None:
@@ -140,26 +195,38 @@ class Config:
             raise ConfigError(f"objs_per_slab_page: {self.objs_per_slab_page} is below 1")
         for name in ("atomic_fail", "sleep_fail", "migrate", "fill", "cache_only"):
             object.__setattr__(self, name, _probability(_opt(name), getattr(self, name)))
-        if self.seconds is not None and not (0 < float(self.seconds) < 1e7):
-            raise ConfigError(f"--seconds: {self.seconds!r} must be positive")
+        if self.seconds is not None:
+            check_seconds(self.seconds)
         if self.ops is not None and (not isinstance(self.ops, int) or self.ops < 1):
-            raise ConfigError(f"--ops: {self.ops!r} must be a positive integer")
-        if not self.watchdog_s > 0:
-            raise ConfigError(f"--watchdog-s: {self.watchdog_s!r} must be positive")
+            raise ConfigError(f"--ops: {shown(self.ops)} must be a positive integer")
+        try:
+            watchdog = float(self.watchdog_s)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--watchdog-s: {shown(self.watchdog_s)} is not a number") from None
+        if not (0 < watchdog < SECONDS_LIMIT):
+            raise ConfigError(f"--watchdog-s: {shown(self.watchdog_s)} is not in the range 0 < S < "
+                              f"{SECONDS_LIMIT:.0f}")
         if self.lookup_ratio < 0:
             raise ConfigError(f"lookup_ratio: {self.lookup_ratio!r} is negative")
 
     def _check_choices(self) -> None:
         for name, allowed in _CHOICES.items():
             v = getattr(self, name)
+            if isinstance(v, str) and v.lower() in allowed:
+                v = v.lower()
+                object.__setattr__(self, name, v)
             if v not in allowed:
-                shown = "|".join(a for a in allowed if a)
-                raise ConfigError(f"--{_opt(name)}: {v!r} is not one of {shown}")
+                choices = "|".join(a for a in allowed if a)
+                raise ConfigError(f"--{_opt(name)}: {shown(v)} is not one of {choices}")
+        if isinstance(self.migrate_to, str) and self.migrate_to.lower() == "random":
+            object.__setattr__(self, "migrate_to", "random")
         if self.migrate_to != "random":
             try:
+                if not re.fullmatch(r"[+-]?[0-9]{1,6}", str(self.migrate_to), re.ASCII):
+                    raise ValueError(self.migrate_to)
                 cpu = int(self.migrate_to)
             except ValueError:
-                raise ConfigError(f"--migrate-to: {self.migrate_to!r} is neither 'random' nor a CPU") from None
+                raise ConfigError(f"--migrate-to: {shown(self.migrate_to)} is neither 'random' nor a CPU") from None
             if not 0 <= cpu < self.cpus:
                 raise ConfigError(f"--migrate-to: CPU {cpu} does not exist (cpus 0..{self.cpus - 1})")
 
@@ -196,6 +263,18 @@ class Config:
         if abs(total - 1.0) > 1e-6:
             raise ConfigError(f"--orders: probabilities sum to {total:g}, not 1")
 
+    def _check_observation(self) -> None:
+        """--sample-ms, --trace-limit, --trace-lock-ns (tracing and sampling watch; they never steer)."""
+        for name, lo, hi in (("sample_ms", 0, 60_000), ("trace_limit", 100, 10_000_000),
+                             ("trace_lock_ns", 0, 10**12)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ConfigError(f"--{_opt(name)}: {v!r} is not an integer")
+            if not lo <= v <= hi:
+                raise ConfigError(f"--{_opt(name)}: {v} is out of range {lo}..{hi}")
+        if self.trace is not None and (not isinstance(self.trace, str) or not self.trace.strip()):
+            raise ConfigError(f"--trace: {self.trace!r} is not a file name")
+
     # -- derived geometry ---------------------------------------------------------------------------
     @property
     def max_slots(self) -> int:
@@ -221,7 +300,9 @@ class Config:
         return self.device == "ssd"
 
     def with_(self, **changes) -> Config:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again; the default order mix stays the default)."""
+        if self._orders_default and "orders" not in changes:
+            changes["orders"] = None
         return replace(self, **changes)
 
     def as_dict(self) -> dict:

@@ -7,6 +7,7 @@ nothing itself; the checker's verdict is passed in.  ``Result.as_dict`` is the J
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,7 +45,12 @@ class Result:
             self.oracles["pipe_too_old"]
 
     def exit_status(self, strict: bool = False) -> int:
-        """DESIGN §8: 1 on a violation or an oracle failure (or, strict, a finding); else 0."""
+        """DESIGN §8: 1 on a violation or an oracle failure (or, strict, a finding); else 0.
+
+        A run stopped by a signal is not a completed one: 128 + the signal (130 SIGINT, 143 SIGTERM).
+        """
+        if self.extra.get("interrupted"):
+            return 128 + int(signal.Signals[self.extra["interrupted"]])
         if self.check.violations or self.oracle_failures:
             return 1
         if strict and self.check.findings:

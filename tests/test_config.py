@@ -81,9 +81,9 @@ def test_order_above_max_order():
         Config(orders={0: 0.5, 10: 0.5})
     with pytest.raises(ConfigError, match="order 3 is outside 0..2"):
         Config(max_order=2, orders={0: 0.5, 3: 0.5})
-    # the default orders include order 4, too big for 8-slot clusters
+    # an explicit mix with order 4 is too big for 8-slot clusters (the default mix is folded instead)
     with pytest.raises(ConfigError, match="order 4 is outside 0..3"):
-        Config(slots_per_cluster=8)
+        Config(slots_per_cluster=8, orders={0: 0.7, 2: 0.2, 4: 0.1})
 
 
 def test_order_probability_out_of_range():
@@ -204,3 +204,42 @@ def test_with_revalidates_and_as_dict():
 
 def test_configerror_is_valueerror():
     assert issubclass(ConfigError, ValueError)
+
+
+# -- bad input named, accepted-but-wrong input refused, sensible input accepted (issue 11 item 5) ----
+
+@pytest.mark.parametrize("kw,match", [
+    ({"size": "9" * 5000}, "--size: .* is too large"),
+    ({"size": "\uff11G"}, "--size: cannot parse '\uff11G'"),
+    ({"size": "-1G"}, "--size: cannot parse '-1G'"),
+    ({"orders": "0:0.5,0:0.5"}, "--orders: order 0 given twice"),
+    ({"orders": "0:1e400"}, "--orders: probability '1e400' of order 0"),
+    ({"orders": "\uff10:1"}, "--orders: cannot parse"),
+    ({"watchdog_s": float("inf")}, "--watchdog-s: inf is not in the range"),
+    ({"seconds": 1e7}, "--seconds: 10000000.0 is not in the range 0 < S < 10000000"),
+    ({"migrate_to": "\u0662"}, "--migrate-to: '\u0662' is neither"),
+])
+def test_bad_values_are_refused_by_name(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        Config(**kw)
+
+
+def test_echoed_values_are_cut():
+    with pytest.raises(ConfigError) as e:
+        Config(device="x" * 100_000)
+    assert len(str(e.value)) < 120 and "\u2026" in str(e.value)
+
+
+def test_choices_are_case_insensitive():
+    cfg = Config(device="SSD", alloc_table="Merged", start_method="FORK", migrate_to="Random")
+    assert (cfg.device, cfg.alloc_table, cfg.start_method, cfg.migrate_to) == ("ssd", "merged", "fork", "random")
+
+
+def test_default_order_mix_is_folded_to_fit_the_device():
+    cfg = Config(size="64K", slots_per_cluster=8)
+    assert cfg.max_order == 3 and cfg.orders == {0: 0.7, 2: 0.2, 3: 0.1}
+    assert cfg.notes and "folded" in cfg.notes[0]
+    assert Config().orders == {0: 0.7, 2: 0.2, 4: 0.1} and Config().notes == ()
+    assert Config(slots_per_cluster=8).with_(slots_per_cluster=512, max_order=None).orders == {0: 0.7, 2: 0.2, 4: 0.1}
+    with pytest.raises(ConfigError, match="order 4 is outside 0..3"):
+        Config(slots_per_cluster=8, orders="0:0.7,2:0.2,4:0.1")    # an explicit mix is never changed

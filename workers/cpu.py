@@ -29,8 +29,10 @@ from shmswap.substrate.control import (
     W_RUNNING,
     Control,
 )
+from shmswap.substrate.lifeline import Lifeline
 from shmswap.substrate.observe import Observer
 from shmswap.substrate.proc import set_comm
+from shmswap.trace import TraceRecorder, share
 from workers.workload import Workload
 
 __all__ = ["cpu_main"]
@@ -72,6 +74,7 @@ def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: i
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_comm(f"shmswap-cpu{wid}")
     _prim.set_hook(None)
+    driver = Lifeline(driver_pid, every_s=0.05)   # by pid and start time: under forkserver getppid() is the server
     model = Model.attach(cfg, n_workers, names, wid, observers=[WarnForwarder(conn)], sleep_alloc=Mailbox(conn))
     system = model.system
     ctl = Control(system.shm)
@@ -81,11 +84,18 @@ def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: i
             ctl.set_affinity(wid, _pin(wid))
         if cfg.reader_delay_us and wid == 0:    # one slow reader; the other CPUs churn
             model.add_observer(ReaderWindowDelay(system, cfg.reader_delay_us / 1e6))
+        tracer = None
+        if cfg.trace:                           # --trace: this CPU's share of the events, shipped at the end
+            tracer = model.add_observer(TraceRecorder(wid, share(cfg.trace_limit, cfg.cpus + 1, bool(cfg.sample_ms)),
+                                                      cfg.trace_lock_ns))
         load = Workload(system, task, cfg, cfg.cpus, handoff=system.handoff)
         ctl.set_state(wid, W_RUNNING)
-        _run(ctl, load, wid, budget, driver_pid)
+        _run(ctl, load, wid, budget, driver)
+        if tracer is not None:
+            system.observers.remove(tracer)
+            conn.send(("trace", *tracer.shipment()))
         ctl.set_state(wid, W_PARKED)
-        if ctl.wait_release(driver_pid):
+        if ctl.wait_release(driver):
             load.release_all()
             ctl.set_state(wid, W_RELEASED)
     except _prim.Aborted:
@@ -100,7 +110,7 @@ def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: i
         system.shm.close()
 
 
-def _run(ctl: Control, load: Workload, wid: int, budget: int | None, driver_pid: int) -> None:
+def _run(ctl: Control, load: Workload, wid: int, budget: int | None, driver: Lifeline) -> None:
     steps = 0
     while not ctl.stopping():
         load.step()
@@ -108,5 +118,5 @@ def _run(ctl: Control, load: Workload, wid: int, budget: int | None, driver_pid:
         ctl.beat(wid, steps)
         if budget is not None and steps >= budget:
             break
-        if steps % _PARENT_CHECK_EVERY == 0 and os.getppid() != driver_pid:
+        if steps % _PARENT_CHECK_EVERY == 0 and not driver.alive():
             raise _prim.Aborted("the driver is gone")

@@ -30,9 +30,22 @@ from shmswap.config import Config
 from shmswap.finish import finish_run
 from shmswap.model import Model
 from shmswap.substrate import _prim
-from shmswap.substrate.control import STATE_NAMES, W_ABORTED, W_FAILED, W_PARKED, W_RELEASED, W_RUNNING, Control
+from shmswap.substrate.control import (
+    STATE_NAMES,
+    W_ABORTED,
+    W_FAILED,
+    W_PARKED,
+    W_RELEASED,
+    W_RUNNING,
+    W_STARTING,
+    Control,
+)
+from shmswap.substrate.lifeline import Lifeline
 from shmswap.substrate.locks import LockClass
 from shmswap.substrate.proc import set_comm
+from shmswap.trace import TraceRecorder, counter_budget, share, trace_document, write_trace
+from workers.memory import PssMeter
+from workers.sampler import Sampler
 from workers.workload import OP_NAMES, drain_handoff
 
 __all__ = ["manager_main", "Manager"]
@@ -46,7 +59,7 @@ WATCH_EVERY_S = 0.05
 def manager_main(cfg: Config, n_workers: int, ctl_conn, worker_conns: list, driver_pid: int) -> None:
     """Entry point of the manager process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    set_comm("shmswap-mgr")
+    set_comm("shmswap-manager")
     _prim.set_hook(None)
     model = None
     watch = Watch(cfg.cpus)
@@ -98,6 +111,7 @@ class Manager:
         self.ctl_conn = ctl_conn
         self.conns = list(worker_conns)
         self.driver_pid = driver_pid
+        self.driver = Lifeline(driver_pid)    # not getppid(): under forkserver that is the fork server
         self.ncpu = cfg.cpus
         self.ctl.set("driver_pid", driver_pid)
         self.ctl.set("manager_pid", os.getpid())
@@ -113,13 +127,27 @@ class Manager:
         self.latency_s = cfg.sleep_latency_us / 1e6
         self.sleepers: list[tuple[float, object, int]] = []
         self._watching = threading.Event()
+        # --sample-ms and --trace: a sampler read from the loop, a recorder among the observers.
+        self.sampler = Sampler(system, cfg.sample_ms, cfg.cpus) if cfg.sample_ms else None
+        self.tracer: TraceRecorder | None = None
+        self.traces: dict[int, tuple] = {}
+        if cfg.trace:
+            self.trace_t0 = _prim.now_ns()
+            self.tracer = model.add_observer(TraceRecorder(self.ncpu, share(cfg.trace_limit, self.ncpu + 1,
+                                                                          bool(cfg.sample_ms)),
+                                                           cfg.trace_lock_ns))
 
     # -- main loop ----------------------------------------------------------------------------------
     def run(self):
         self._await_pids()
+        self._await_running()
+        self.meter = PssMeter().start()
+        self.meter.watch(self.pids)
         start = time.monotonic()
         self.ctl.set("started", _prim.now_ns())
         deadline = None if self.cfg.ops else start + float(self.cfg.seconds)
+        if self.sampler is not None:
+            self.sampler.start = self.sampler.next_at = start
         watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
         watchdog.start()
         try:
@@ -143,6 +171,8 @@ class Manager:
             self.system.run_pending_work(grace_period=gp)
             if gp:
                 next_gp = now + GP_EVERY_S
+            if self.sampler is not None:
+                self.sampler.tick(now)
             if deadline is not None and now >= deadline:
                 self.ctl.stop()
             if now >= next_progress:
@@ -157,8 +187,19 @@ class Manager:
                     self.pids = list(msg[1])
                     self.watch.pids = self.pids
                     return
-            if os.getppid() != self.driver_pid:
+            if not self.driver.alive():
                 raise RuntimeError("the driver disappeared before starting the workers")
+
+    def _await_running(self, timeout_s: float = 60.0) -> None:
+        """The run's clock starts when every worker runs: under spawn and forkserver a worker takes
+        a second or more to start (imports, attach), and a short run would otherwise be over before
+        it began.  A worker that dies meanwhile is left to the watchdog."""
+        deadline = time.monotonic() + timeout_s
+        while (any(self.ctl.state(w) == W_STARTING and self._alive(w) for w in range(self.ncpu))
+               and not self.events and time.monotonic() < deadline):
+            self._serve(TICK_S)
+            if not self.driver.alive():
+                raise RuntimeError("the driver disappeared while the workers started")
 
     def _serve(self, timeout: float) -> None:
         """Answer sleeping table allocations, worker warnings and control messages."""
@@ -176,8 +217,11 @@ class Manager:
                 continue
             if conn is self.ctl_conn:
                 if msg[0] == "stop":
-                    self.notes.append("stopped early by the driver (Ctrl-C)")
+                    why = msg[1] if len(msg) > 1 else "SIGINT"
+                    self.notes.append(f"stopped early by the driver ({'Ctrl-C' if why == 'SIGINT' else why})")
                     self.ctl.stop()
+            elif isinstance(msg, tuple) and msg[0] == "trace":
+                self.traces[msg[1]] = msg[1:]
             elif isinstance(msg, tuple):
                 self.worker_warnings.append(f"worker {msg[1]}: {msg[2]}")
             else:
@@ -190,6 +234,8 @@ class Manager:
             _, _, conn, ci = heapq.heappop(self.sleepers)
             table = self.system.slab.alloc_sleeping(ci)
             self.sleep_served += 1
+            if self.tracer is not None:
+                self.tracer.instant("sleeping table alloc served", {"cluster": ci, "table": table})
             try:
                 conn.send(table)
             except (OSError, ValueError):
@@ -223,7 +269,7 @@ class Manager:
                 return
 
     def _check_driver(self) -> bool:
-        if os.getppid() != self.driver_pid:
+        if not self.driver.alive():
             self.events.append(f"the driver (pid {self.driver_pid}) is gone")
             return True
         return False
@@ -303,13 +349,65 @@ class Manager:
                  f"allocations served by the manager"] + self.notes
         if self.ncpu > (os.cpu_count() or 1):
             notes.append(f"{self.ncpu} CPUs on {os.cpu_count()} cores: lock holders get preempted")
+        if self.sampler is not None:
+            self.sampler.tick(force=True)            # the last point: the state the run ended in
+        end_ns = _prim.now_ns()
+        self._collect_traces()
         res = finish_run(self.model, duration, notes, warnings=self._warnings, try_to_unuse=self._try_to_unuse,
                          events=self.events, gp_latencies_ns=system.rcu.latencies_ns)
+        if self.sampler is not None:
+            res.extra["samples"] = self.sampler.samples
+            res.extra["sampling"] = self.sampler.summary()
+        if self.tracer is not None:
+            res.extra["trace"] = self._write_trace(res, end_ns)
         res.extra["workers"] = [{"wid": w, "pid": self.pids[w], "state": STATE_NAMES.get(self.ctl.state(w)),
                                  "steps": self.ctl.steps(w), "affinity": self.ctl.affinity(w)}
                                 for w in range(self.ncpu)]
         res.extra["handoff"] = system.handoff.statistics()
+        memory = self.meter.stop()        # sampled from the workload's start to the end of swapoff
+        memory["shm_touched_mib"] = round(system.shm.shm_bytes_touched() / 2**20, 1)
+        res.extra["memory"] = memory
         return res
+
+    # -- --trace ------------------------------------------------------------------------------------------
+    def _collect_traces(self, timeout_s: float = 5.0) -> None:
+        """Every worker ships its trace buffer before parking: wait (serving) for those not yet read."""
+        if self.tracer is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while (len(self.traces) < self.ncpu and self.conns and time.monotonic() < deadline
+               and any(self._alive(w) or self.ctl.state(w) == W_PARKED for w in range(self.ncpu)
+                       if w not in self.traces)):
+            self._serve(0.01)
+
+    def _write_trace(self, res, end_ns: int) -> dict:
+        """Merge the buffers (the CPUs', the manager's, the samples as counters, the findings); write."""
+        cfg = self.cfg
+        self.model.system.observers.remove(self.tracer)
+        shipments = [self.traces[w] for w in sorted(self.traces)] + [self.tracer.shipment()]
+        counters = []
+        samples = self.sampler.samples if self.sampler is not None else []
+        room = counter_budget(cfg.trace_limit, bool(samples)) // 2
+        step = max(1, -(-len(samples) // room)) if room else 1
+        for s in samples[::step]:
+            ts = int((self.sampler.start + s["t"]) * 1e9)     # time.monotonic is CLOCK_MONOTONIC too
+            counters.append((ts, "tables live", {"live": s["tables_live"]}))
+            counters.append((ts, "ops/s", {"ops/s": s["ops_per_s"]}))
+        names = {w: f"CPU {w}" for w in range(self.ncpu)} | {self.ncpu: "manager"}
+        doc = trace_document(shipments, names, self.trace_t0, cfg.trace_limit, end_ns=end_ns,
+                             findings=[f.as_dict() for f in res.check.findings], counters=counters,
+                             other={"cpus": self.ncpu, "lock_wait_threshold_ns": cfg.trace_lock_ns,
+                                    "missing_workers": [w for w in range(self.ncpu) if w not in self.traces]})
+        out = {"path": cfg.trace, "events": len(doc["traceEvents"]), "dropped": doc["otherData"]["dropped"],
+               "limit": cfg.trace_limit}
+        try:
+            out["bytes"] = write_trace(cfg.trace, doc)
+            res.notes.append(f"trace: {out['events']:,} events ({out['dropped']:,} over --trace-limit dropped), "
+                             f"{out['bytes']:,} bytes written to {cfg.trace}")
+        except OSError as e:
+            out["error"] = f"cannot write {cfg.trace!r}: {e.strerror}"
+            res.notes.append(f"--trace: {out['error']}")
+        return out
 
     def _warnings(self) -> list[str]:
         return self.worker_warnings + self.model.warnings

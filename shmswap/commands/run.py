@@ -1,20 +1,26 @@
 """``shmswap run``: run the model once, as a manager and CPU worker processes (DESIGN §1, §8).
 
 Exit status: 0 when there are no violations and the oracles are clean (findings are listed), 1 on
-a violation or an oracle failure (with ``--strict`` also on findings), 2 for bad arguments: one
-line naming the value, and nothing created.
+a violation or an oracle failure (with ``--strict`` also on findings) or when the JSON could not be
+written, 2 for bad arguments: one line naming the value, and nothing created; 130 after SIGINT
+(Ctrl-C) and 143 after SIGTERM: the run stops in order, its check, report and JSON still happen.
+
+``--json PATH`` is checked before the run (its directory must exist and be writable; nothing is
+created) and written at the end whole or not at all (a temporary file beside it, then a rename);
+an aborted run writes the partial result it has, with its status.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
-from ..config import Config, ConfigError
+from ..config import DEFAULT_ORDERS, Config, ConfigError, check_seconds
 from ..report import render
-from ..runner.driver import RunAborted, run_multiprocess
-from .common import progress_bar, write_atomically
+from ..runner.driver import RunAborted, failed_result, run_multiprocess
+from .common import check_output_path, cut_message, cut_path, float_arg, int_arg, progress_bar, write_atomically
 
 __all__ = ["add_parser", "config_from_args", "main"]
 
@@ -24,29 +30,33 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the model (default configuration: 4 CPUs, 1 GiB SSD, 8 s)",
                        description="Run the model once: a manager process and one worker process per CPU.")
     d = Config()
-    r.add_argument("--cpus", type=int, default=d.cpus, help="worker CPUs (1..256)")
+    r.add_argument("--cpus", type=int_arg, default=d.cpus, help="worker CPUs (1..256)")
     r.add_argument("--size", default="1G", help="device size with K/M/G/T suffix (at least one cluster)")
     r.add_argument("--device", default=d.device, help="ssd|hdd")
     r.add_argument("--discard", default=d.discard, help="off|on")
-    r.add_argument("--slots-per-cluster", type=int, default=d.slots_per_cluster, help="power of two, 8..512")
-    r.add_argument("--max-order", type=int, default=None, help="largest order (default log2 of the cluster)")
-    r.add_argument("--orders", default="0:0.7,2:0.2,4:0.1", help="order:probability,... summing to 1")
-    r.add_argument("--ops", type=int, default=None, help="total operations over all CPUs")
-    r.add_argument("--seconds", type=float, default=d.seconds, help="run time (ignored with --ops)")
-    r.add_argument("--fill", type=float, default=d.fill, help="target fill of the device, 0..1")
-    r.add_argument("--seed", type=int, default=d.seed, help="fixes each worker's workload stream")
+    r.add_argument("--slots-per-cluster", type=int_arg, default=d.slots_per_cluster, help="power of two, 8..512")
+    r.add_argument("--max-order", type=int_arg, default=None, help="largest order (default log2 of the cluster)")
+    r.add_argument("--orders", default=None,
+                   help="order:probability,... summing to 1 (default "
+                        f"{','.join(f'{o}:{p:g}' for o, p in DEFAULT_ORDERS.items())}, orders above --max-order "
+                        "folded into it)")
+    r.add_argument("--ops", type=int_arg, default=None, help="total operations over all CPUs")
+    r.add_argument("--seconds", type=float_arg, default=d.seconds, help="run time (ignored with --ops)")
+    r.add_argument("--fill", type=float_arg, default=d.fill, help="target fill of the device, 0..1")
+    r.add_argument("--seed", type=int_arg, default=d.seed, help="fixes each worker's workload stream")
     r.add_argument("--alloc-table", default=d.alloc_table, help="seed|merged")
     r.add_argument("--tables", default=d.tables, help="dynamic|static")
     r.add_argument("--percpu", default=d.percpu, help="on|off")
     r.add_argument("--reclaim", default=d.reclaim, help="slab|page")
     r.add_argument("--rcu", default=d.rcu, help="normal|none")
     r.add_argument("--reader", default=d.reader, help="normal|broken")
-    r.add_argument("--atomic-fail", type=float, default=d.atomic_fail, help="atomic table allocation failure rate")
-    r.add_argument("--sleep-fail", type=float, default=d.sleep_fail, help="sleeping table allocation failure rate")
-    r.add_argument("--sleep-latency-us", type=int, default=d.sleep_latency_us, help="added sleeping-allocation latency")
-    r.add_argument("--migrate", type=float, default=d.migrate, help="probability of migrating after a sleep")
+    r.add_argument("--atomic-fail", type=float_arg, default=d.atomic_fail, help="atomic table allocation failure rate")
+    r.add_argument("--sleep-fail", type=float_arg, default=d.sleep_fail, help="sleeping table allocation failure rate")
+    r.add_argument("--sleep-latency-us", type=int_arg, default=d.sleep_latency_us,
+                   help="added sleeping-allocation latency")
+    r.add_argument("--migrate", type=float_arg, default=d.migrate, help="probability of migrating after a sleep")
     r.add_argument("--migrate-to", default=d.migrate_to, help="random|N")
-    r.add_argument("--watchdog-s", type=float, default=d.watchdog_s,
+    r.add_argument("--watchdog-s", type=float_arg, default=d.watchdog_s,
                    help="no-progress limit before a worker is declared stuck")
     r.add_argument("--pin", action="store_true", help="pin workers to cores round robin")
     r.add_argument("--strict", action="store_true", help="exit 1 on findings too")
@@ -54,15 +64,24 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--inject-bug", default="", help=argparse.SUPPRESS)
     r.add_argument("--start-method", default=d.start_method, help="fork|spawn|forkserver")
-    r.add_argument("--cache-only", type=float, default=d.cache_only,
+    r.add_argument("--cache-only", type=float_arg, default=d.cache_only,
                    help="share of allocations left SWAP_HAS_CACHE-only (work for reclaim, folios for readers)")
-    r.add_argument("--reader-delay-us", type=int, default=0,
+    r.add_argument("--reader-delay-us", type=int_arg, default=0,
                    help="hold CPU 0's lockless readers in their window up to N us (race window)")
+    r.add_argument("--sample-ms", type=int_arg, default=d.sample_ms,
+                   help="sample live tables, list lengths, sleeps, migrations, lock waits and throughput every "
+                        "N ms into the result (0: off; draw them with shmswap plot)")
+    r.add_argument("--trace", default=None, metavar="PATH",
+                   help="write the run's events as Chrome trace-event JSON (open it in ui.perfetto.dev)")
+    r.add_argument("--trace-limit", type=int_arg, default=d.trace_limit, help="at most this many trace events")
+    r.add_argument("--trace-lock-ns", type=int_arg, default=d.trace_lock_ns,
+                   help="trace lock waits of at least this many ns")
     r.set_defaults(func=main)
     return r
 
 
 def config_from_args(a: argparse.Namespace) -> Config:
+    check_seconds(a.seconds)   # checked even when --ops makes it unused
     seconds = None if a.ops is not None else a.seconds
     return Config(cpus=a.cpus, size=a.size, device=a.device, discard=a.discard,
                   slots_per_cluster=a.slots_per_cluster, max_order=a.max_order, orders=a.orders, ops=a.ops,
@@ -71,22 +90,21 @@ def config_from_args(a: argparse.Namespace) -> Config:
                   sleep_fail=a.sleep_fail, sleep_latency_us=a.sleep_latency_us, migrate=a.migrate,
                   migrate_to=a.migrate_to, watchdog_s=a.watchdog_s, pin=a.pin, strict=a.strict,
                   json=a.json, quiet=a.quiet, inject_bug=a.inject_bug, start_method=a.start_method,
-                  reader_delay_us=a.reader_delay_us, cache_only=a.cache_only)
+                  reader_delay_us=a.reader_delay_us, cache_only=a.cache_only,
+                  sample_ms=a.sample_ms, trace=a.trace, trace_limit=a.trace_limit, trace_lock_ns=a.trace_lock_ns)
 
 
 def main(args: argparse.Namespace) -> int:
     """Run, print the report, write the JSON; the exit status."""
     try:
         cfg = config_from_args(args)
-    except ConfigError as e:
-        sys.stderr.write(f"shmswap: error: {e}\n")
+    except (ConfigError, ValueError, OverflowError) as e:
+        sys.stderr.write(f"shmswap: error: {cut_message(str(e))}\n")
         return 2
-    if cfg.json:
-        try:
-            open(cfg.json, "a").close()
-        except OSError as e:
-            sys.stderr.write(f"shmswap: error: --json: cannot write {cfg.json!r}: {e.strerror}\n")
-            return 2
+    bad_path = check_output_path("--json", cfg.json) or check_output_path("--trace", cfg.trace)
+    if bad_path:
+        sys.stderr.write(f"shmswap: error: {bad_path}\n")
+        return 2
     try:
         total = cfg.ops if cfg.ops else float(cfg.seconds)
         with progress_bar("shmswap run", total, cfg.quiet) as bar:
@@ -96,8 +114,31 @@ def main(args: argparse.Namespace) -> int:
             res = run_multiprocess(cfg, progress if bar is not None else None)
     except RunAborted as e:
         sys.stderr.write(f"shmswap: run aborted: {e}\n")
-        return 1
-    if cfg.json:
-        write_atomically(cfg.json, json.dumps(res.as_dict(), indent=1))
+        res = failed_result(cfg, f"run aborted: {e}")
+        if e.interrupted:
+            res.extra["interrupted"] = e.interrupted
+        return _write_json(cfg, res, "aborted", _signal_status(res) or 1)
+    status = res.exit_status(cfg.strict)
     print(render(res, cfg.strict))
-    return res.exit_status(cfg.strict)
+    return _write_json(cfg, res, "interrupted" if _signal_status(res) else "completed", status)
+
+
+def _signal_status(res) -> int:
+    """128 + the signal that interrupted the run (130 SIGINT, 143 SIGTERM), or 0."""
+    name = res.extra.get("interrupted")
+    return 128 + int(signal.Signals[name]) if name else 0
+
+
+def _write_json(cfg: Config, res, run_status: str, status: int) -> int:
+    """Write the result (with its status) whole or not at all; a write error: one line and exit 1."""
+    if not cfg.json:
+        return status
+    res.extra["run_status"] = run_status
+    res.extra["exit_status"] = status
+    try:
+        write_atomically(cfg.json, json.dumps(res.as_dict(), indent=1))
+    except OSError as e:
+        sys.stderr.write(f"shmswap: error: --json: cannot write {cut_path(cfg.json)}: "
+                         f"{e.strerror or e}\n")
+        return max(status, 1)
+    return status

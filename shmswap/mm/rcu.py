@@ -28,6 +28,7 @@ from typing import Protocol
 from ..substrate import _prim
 from ..substrate.locks import LockClass
 from ..substrate.observe import Observers
+from ..substrate.reservoir import Reservoir
 from ..substrate.state import RCU, READER, SwapShm
 
 __all__ = ["Rcu", "RCU_GP_PHASE", "ReaderSupervisor"]
@@ -66,7 +67,9 @@ class Rcu:
         self.n = shm.geo.n_workers
         self.my = 0
         self.nest = 0
-        self.latencies_ns: list[int] = []   # this process's grace periods, for percentiles
+        # This process's grace-period latencies, for percentiles: a bounded sample (a list grew
+        # by one int per grace period, every 20 ms, for the whole run: the manager's slow leak).
+        self.latencies_ns = Reservoir()
         self.supervisor = supervisor
 
     def set_worker(self, wid: int) -> None:

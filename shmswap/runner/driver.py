@@ -2,8 +2,10 @@
 
 The driver validates nothing itself (the ``Config`` already is), starts the manager, which creates
 and owns the segments, then the CPU workers with the segment names, and waits for the manager's
-result.  Ctrl-C becomes an orderly stop (the workers and the manager ignore SIGINT; the driver asks
-the manager to stop, and the run ends with its check and report); a second Ctrl-C aborts.  If the
+result.  Ctrl-C (SIGINT) and SIGTERM become an orderly stop (the workers and the manager ignore
+SIGINT; the driver asks the manager to stop, and the run ends with its check and report; the result
+records ``extra["interrupted"]`` = the signal's name); a second signal aborts.  An ignored SIGINT (a
+background job) stays ignored.  If the
 manager dies, the driver kills the workers and unlinks the segments itself; if the driver dies,
 the manager does the same.  The shared resource tracker, started before the first fork, unlinks
 whatever an owner that was killed outright left behind.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import multiprocess as mp
@@ -24,15 +27,63 @@ from workers.manager import manager_main
 from ..checks.checker import CheckResult, Violation
 from ..config import Config
 from ..result import Result
-from ..substrate.shm import unlink_by_name
+from ..substrate.shm import remove_orphaned_segments, unlink_by_name
 
-__all__ = ["run_multiprocess", "RunAborted", "failed_result"]
+__all__ = ["run_multiprocess", "RunAborted", "failed_result", "STOP_SIGNALS"]
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 START_TIMEOUT_S = 60.0
 
 
 class RunAborted(RuntimeError):
-    """The run could not produce a result (the manager died, or a second Ctrl-C)."""
+    """The run could not produce a result (the manager died, or a second Ctrl-C).
+
+    ``interrupted`` names the signal (``"SIGINT"``, ``"SIGTERM"``) when signals aborted it.
+    """
+
+    def __init__(self, message: str, interrupted: str | None = None) -> None:
+        super().__init__(message)
+        self.interrupted = interrupted
+
+
+class _Signals:
+    """SIGINT and SIGTERM recorded, not raised, while a run is driven (main thread only).
+
+    A SIGINT ignored when the run starts stays ignored.  A forked child that inherits the handler
+    (before it installs its own) takes the signal's default action.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.pid = os.getpid()
+        self.saved: dict[int, object] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in STOP_SIGNALS:
+            current = signal.getsignal(sig)
+            if sig == signal.SIGINT and current == signal.SIG_IGN:
+                continue
+            self.saved[sig] = current
+            signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, _frame) -> None:
+        if os.getpid() != self.pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.received.append(signum)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    @property
+    def first(self) -> str | None:
+        return signal.Signals(self.received[0]).name if self.received else None
 
 
 def _budgets(cfg: Config) -> list[int | None]:
@@ -45,6 +96,7 @@ def _budgets(cfg: Config) -> list[int | None]:
 def run_multiprocess(cfg: Config, progress=None) -> Result:
     """Run the model with a manager and ``cfg.cpus`` worker processes; returns the result."""
     ctx = mp.get_context(cfg.start_method)
+    orphans = remove_orphaned_segments()     # what runs killed outright (tracker and all) left behind
     resource_tracker.ensure_running()
     n_workers = cfg.cpus + 1
     ctl, ctl_child = ctx.Pipe()
@@ -54,25 +106,37 @@ def run_multiprocess(cfg: Config, progress=None) -> Result:
     workers: list = []
     names: dict[str, str] = {}
     finished = False
-    try:
-        manager.start()
-        names = _await_names(ctl, manager)
-        for w, budget in enumerate(_budgets(cfg)):
-            p = ctx.Process(target=cpu_main, name=f"shmswap-cpu{w}", daemon=False,
-                            args=(cfg, n_workers, names, w, pipes[w][1], budget, os.getpid()))
-            p.start()
-            workers.append(p)
-        ctl.send(("pids", [p.pid for p in workers]))
-        result = _await_result(ctl, manager, progress, silence_s=max(120.0, 10 * cfg.watchdog_s))
-        finished = True
-        return result
-    finally:
-        _reap(manager, workers, names, patient=finished)
+    with _Signals() as signals:
+        try:
+            manager.start()
+            names = _await_names(ctl, manager, signals)
+            for w, budget in enumerate(_budgets(cfg)):
+                p = ctx.Process(target=cpu_main, name=f"shmswap-cpu{w}", daemon=False,
+                                args=(cfg, n_workers, names, w, pipes[w][1], budget, os.getpid()))
+                p.start()
+                workers.append(p)
+            ctl.send(("pids", [p.pid for p in workers]))
+            result = _await_result(ctl, manager, progress, silence_s=max(120.0, 10 * cfg.watchdog_s),
+                                   signals=signals)
+            finished = True
+        finally:
+            _reap(manager, workers, names, patient=finished)
+    if signals.first:
+        result.extra["interrupted"] = signals.first
+        result.notes.append(f"interrupted by {signals.first}: stopped early; the check and the report ran on "
+                            "what was done")
+    result.notes[:0] = list(cfg.notes)
+    if orphans:
+        result.notes.append(f"removed {len(orphans)} orphaned segments of killed runs: {', '.join(orphans)}")
+        result.extra["orphans_removed"] = orphans
+    return result
 
 
-def _await_names(ctl, manager) -> dict[str, str]:
+def _await_names(ctl, manager, signals: _Signals) -> dict[str, str]:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
+        if len(signals.received) > 1:
+            raise RunAborted("interrupted twice: aborted", signals.first)
         if ctl.poll(0.05):
             kind, payload = ctl.recv()
             if kind == "names":
@@ -83,12 +147,25 @@ def _await_names(ctl, manager) -> dict[str, str]:
     raise RunAborted("the manager did not swapon in time")
 
 
-def _await_result(ctl, manager, progress, silence_s: float) -> Result:
-    """Wait for the manager's result; a manager silent for ``silence_s`` is declared hung."""
-    interrupted = False
+def _await_result(ctl, manager, progress, silence_s: float, signals: _Signals | None = None) -> Result:
+    """Wait for the manager's result; a manager silent for ``silence_s`` is declared hung.
+
+    The first stop signal (or KeyboardInterrupt) asks the manager to stop; a second one aborts.
+    """
+    received = signals.received if signals is not None else []
+    asked = 0
     heard = time.monotonic()
     while True:
         try:
+            if len(received) > asked:
+                if asked or len(received) > 1:
+                    raise RunAborted("interrupted twice: aborted", signal.Signals(received[0]).name)
+                asked = 1
+                try:
+                    ctl.send(("stop", signal.Signals(received[0]).name))
+                except OSError:
+                    raise RunAborted("interrupted, and the manager is gone", signal.Signals(received[0]).name) \
+                        from None
             if ctl.poll(0.05):
                 heard = time.monotonic()
                 kind, *payload = ctl.recv()
@@ -105,13 +182,7 @@ def _await_result(ctl, manager, progress, silence_s: float) -> Result:
                 raise RunAborted(f"the manager sent nothing for {silence_s:g} s: declared hung; everything "
                                  "killed, segments unlinked")
         except KeyboardInterrupt:
-            if interrupted:
-                raise RunAborted("interrupted twice: aborted") from None
-            interrupted = True
-            try:
-                ctl.send(("stop",))
-            except OSError:
-                raise RunAborted("interrupted, and the manager is gone") from None
+            received.append(signal.SIGINT)
         except EOFError:
             raise RunAborted("the manager's control pipe closed") from None
 

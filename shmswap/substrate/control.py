@@ -7,8 +7,8 @@ them all to decide when the system is quiescent and to notice a worker that make
 
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Callable
 
 from .layout import DEVICE
 from .state import CONTROL, CONTROL_W, SwapShm
@@ -55,11 +55,15 @@ class Control:
     def get(self, name: str) -> int:
         return self.q[getattr(CONTROL, name)]
 
-    def wait_release(self, driver_pid: int, poll_s: float = 0.001) -> bool:
-        """Park until the manager says release (True) or the run is aborted (False)."""
+    def wait_release(self, driver_alive: Callable[[], bool], poll_s: float = 0.001) -> bool:
+        """Park until the manager says release (True), or the run is aborted or the driver is gone
+        (False).  ``driver_alive`` is a ``lifeline.Lifeline`` (or any callable): not ``getppid``,
+        which under forkserver is the fork server."""
+        polls = 0
         while not self.q[CONTROL.release]:
-            if self.aborted() or os.getppid() != driver_pid:
+            if self.aborted() or (polls % 32 == 0 and not driver_alive()):
                 return False
+            polls += 1
             time.sleep(poll_s)
         return True
 

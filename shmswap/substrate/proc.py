@@ -1,4 +1,4 @@
-"""Process naming: ``ps``, ``top`` and ``pkill`` show ``shmswap-mgr`` and ``shmswap-cpuN``."""
+"""Process naming: ``ps``, ``top`` and ``pkill`` show ``shmswap-manager`` and ``shmswap-cpuN``."""
 
 from __future__ import annotations
 

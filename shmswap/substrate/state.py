@@ -283,6 +283,23 @@ class SwapShm:
         for s in self.segs.values():
             s.unlink()
 
+    def touched(self, seg: str, offset: int, itemsize: int, count: int) -> np.ndarray:
+        """Which of ``count`` records of ``itemsize`` bytes at ``offset`` in segment ``seg`` may hold a
+        non-zero byte: a boolean mask.  The others lie in holes (never written: all zeros), and
+        whoever reads only the masked records sees the same values without touching memory the run
+        never used (reading a tmpfs hole through a mapping allocates a page).  All True when the
+        file system cannot tell."""
+        ranges = self.segs[seg].data_ranges()
+        if ranges is None:
+            return np.ones(count, dtype=bool)
+        mask = np.zeros(count, dtype=bool)
+        for start, end in ranges:
+            first = max(0, (start - offset) // itemsize)
+            last = min(count, -(-(end - offset) // itemsize))
+            if last > first:
+                mask[first:last] = True
+        return mask
+
     def shm_bytes_touched(self) -> int:
         """Real memory behind our segments: allocated blocks in /dev/shm."""
         total = 0

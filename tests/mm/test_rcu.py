@@ -1,16 +1,21 @@
 """Tests of shmswap.mm.rcu: readers, grace periods across processes, and deferred table frees."""
 
 import time
+import tracemalloc
 
 import multiprocess as mp
+import numpy as np
 import pytest
 from conftest import SWAPPED, alloc_folio, assert_clean, release, stat
 
+from shmswap import Config, Model
 from shmswap.mm.rcu import RCU_GP_PHASE
 from shmswap.mm.slab import OBJ_POOL, OBJ_RCU
 from shmswap.mm.swap_table import swap_table_get
+from shmswap.result import collect
 from shmswap.substrate import _prim, preempt
 from shmswap.substrate.preempt import Point
+from shmswap.substrate.reservoir import Reservoir
 from shmswap.substrate.state import RCU
 from shmswap.substrate.stats import Stat
 
@@ -261,3 +266,52 @@ def test_reader_of_a_freed_table_in_page_mode(make_system, rcu):
         assert state == OBJ_POOL
         assert stat(s, Stat.FREED_MEMORY_READS) == 1
     assert s.rcu.nest == 0 and ctr(s) == 0
+
+
+# -- the grace-period latencies stay bounded (issue 11 item 7: the manager's slow leak) -----------------
+
+def test_latency_reservoir_exact_then_bounded_sample():
+    r = Reservoir(capacity=100, seed=1)
+    for v in range(50):
+        r.append(v)
+    assert len(r) == 50 and r.seen == 50 and list(r) == list(range(50))     # exact while it fits
+    assert r.percentile(50) == 24.5
+    for v in range(50, 100_000):
+        r.append(v)
+    assert len(r) == 100 and r.seen == 100_000 and r._buf.nbytes == 800     # bounded
+    sample = r.values()
+    assert len(set(sample.tolist())) == 100 and sample.min() >= 0 and sample.max() < 100_000
+    assert 25_000 < sample.mean() < 75_000                                  # a uniform sample of all
+    assert np.asarray(r, dtype=np.float64).shape == (100,)
+
+
+def test_manager_loop_memory_stays_flat_over_thousands_of_grace_periods():
+    """The manager's loop body (``run_pending_work`` with a grace period every pass) run through
+    thousands of grace periods in one process: the latency store stops growing at its capacity and
+    the traced memory is flat (a list grew by ~36 bytes per grace period, forever)."""
+    cfg = Config(size="1M", slots_per_cluster=8, cpus=2, orders="0:1", seconds=1, migrate=0.0)
+    with Model(cfg) as m:
+        system = m.system
+        assert isinstance(system.rcu.latencies_ns, Reservoir)
+        lat = system.rcu.latencies_ns = Reservoir(capacity=1000)   # reach the bound in 1000 grace periods
+        m.on_manager()
+
+        def loop(n: int) -> None:
+            for i in range(n):
+                a = m.alloc(cpu=i % 2)
+                system.run_pending_work(grace_period=True)
+                if a is not None:
+                    m.free(a)
+                m.on_manager()
+
+        loop(1500)
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        loop(4000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert lat.seen >= 5500 and len(lat) == 1000
+        assert grown < 16 * 1024, f"the manager's loop grew by {grown} bytes over 4000 grace periods"
+        rcu = collect(system, m.check(), 1.0).rcu
+        assert rcu["gp_latency_sample"] == 1000 and 0 < rcu["gp_latency_us_p50"] <= rcu["gp_latency_us_p99"]
+        m.free_all()

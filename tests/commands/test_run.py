@@ -1,0 +1,164 @@
+"""``shmswap run`` as a user runs it: results written whole or not at all, signals, bad input, names.
+
+Every run goes through ``cli_helper.run_cli``, which also asserts that the run left no process and
+no segment in /dev/shm behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from cli_helper import finish_cli, run_cli, start_cli, wait_for_child
+
+SMALL = ["--size", "64M", "--seconds", "1", "--quiet"]
+
+
+def _one_error_line(run, *needles: str) -> str:
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("shmswap: error:"), run.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert len(lines[0]) < 300, lines[0]
+    return lines[0]
+
+
+# -- 1. results whole or not at all -----------------------------------------------------------------
+
+def test_json_to_a_full_device_keeps_the_report_and_exits_1(tmp_path):
+    run = run_cli(["run", *SMALL, "--json", "/dev/full"], tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert "RESULT status=" in run.stdout
+    assert "Traceback" not in run.stderr
+    _one_error_line(run, "--json", "/dev/full")
+
+
+def test_empty_json_path_is_bad_input(tmp_path):
+    run = run_cli(["run", *SMALL, "--json", ""], tmp_path)
+    assert run.returncode == 2
+    _one_error_line(run, "--json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_in_a_missing_directory_is_bad_input_and_creates_nothing(tmp_path):
+    run = run_cli(["run", *SMALL, "--json", str(tmp_path / "no" / "r.json")], tmp_path)
+    assert run.returncode == 2
+    _one_error_line(run, "r.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_aborted_run_writes_its_partial_result(tmp_path):
+    run = start_cli(["run", "--size", "64M", "--seconds", "30", "--quiet", "--json", "r.json"], tmp_path)
+    wait_for_child(run, "shmswap-cpu0")
+    time.sleep(0.5)
+    # the manager: the process named shmswap-manager among this run's descendants
+    manager = next(pid for pid, name in run.names.items() if name == "shmswap-manager")
+    os.kill(manager, signal.SIGKILL)
+    finish_cli(run)
+    assert run.returncode == 1
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["run_status"] == "aborted" and data["exit_status"] == 1
+    assert data["invariants"]["violations"]
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+# -- 2. signals --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_in_order_with_report_json_and_status(tmp_path, sig, status):
+    run = start_cli(["run", "--size", "64M", "--seconds", "30", "--quiet", "--json", "r.json"], tmp_path)
+    wait_for_child(run, "shmswap-cpu0")
+    time.sleep(0.5)
+    run.proc.send_signal(sig)
+    finish_cli(run)
+    assert run.returncode == status, run.stdout + run.stderr
+    assert f"RESULT status={status}" in run.stdout
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["interrupted"] == sig.name and data["exit_status"] == status
+    assert data["swapoff"]["tables_left"] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_background_driver_with_sigint_ignored_stops_on_sigterm(tmp_path):
+    def ignore_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    run = start_cli(["run", "--size", "64M", "--seconds", "30", "--quiet", "--json", "r.json"], tmp_path,
+                    preexec_fn=ignore_sigint)
+    wait_for_child(run, "shmswap-cpu0")
+    time.sleep(0.5)
+    run.proc.send_signal(signal.SIGINT)      # ignored, as for a background job
+    time.sleep(0.5)
+    assert run.proc.poll() is None
+    run.proc.send_signal(signal.SIGTERM)
+    finish_cli(run)
+    assert run.returncode == 143, run.stdout + run.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["interrupted"] == "SIGTERM"
+
+
+# -- 5. bad input: exit 2, one line naming the value, nothing created ---------------------------------
+
+@pytest.mark.parametrize("args,needle", [
+    (["--size", "9" * 5000], "--size"),
+    (["--orders", "0:1,0:1"], "order 0 given twice"),
+    (["--watchdog-s", "inf"], "inf"),
+    (["--seconds", "-5", "--ops", "100"], "-5"),
+    (["--size", "\uff11G"], "\uff11G"),
+    (["--cpus", "\u0662"], "\u0662"),
+    (["--size", "-1G"], "-1G"),
+    (["--size=-1G"], "-1G"),
+    (["--orders", "-1:1"], "-1:1"),
+    (["--orders", "0:1e400"], "1e400"),
+    (["--seconds", "1e7"], "10000000"),
+    (["--device", "x" * 100_000], "--device"),
+])
+def test_bad_input(tmp_path, args, needle):
+    run = run_cli(["run", "--quiet", "--json", "r.json", *args], tmp_path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    line = _one_error_line(run, needle)
+    assert "Traceback" not in run.stderr and "expected one argument" not in line
+    assert "probability inf" not in line and "must be positive" not in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_order_mix_fits_a_small_device(tmp_path):
+    run = run_cli(["run", "--size", "64K", "--slots-per-cluster", "8", "--seconds", "1", "--quiet",
+                   "--json", "r.json"], tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["config"]["orders"] == {"0": 0.7, "2": 0.2, "3": 0.1}
+    assert "folded" in run.stdout
+
+
+def test_choices_are_case_insensitive(tmp_path):
+    run = run_cli(["run", *SMALL, "--device", "SSD", "--alloc-table", "Merged", "--json", "r.json"], tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["config"]["device"] == "ssd" and data["config"]["alloc_table"] == "merged"
+
+
+# -- 8. names ----------------------------------------------------------------------------------------
+
+def test_processes_are_named_as_documented(tmp_path):
+    run = start_cli(["run", "--size", "64M", "--seconds", "2", "--quiet", "--cpus", "2"], tmp_path)
+    wait_for_child(run, "shmswap-cpu1")
+    wait_for_child(run, "shmswap-manager")
+    assert set(run.names.values()) >= {"shmswap-manager", "shmswap-cpu0", "shmswap-cpu1"}
+    ps = subprocess.run(["ps", "-o", "comm=", "-p", ",".join(map(str, run.pids))], capture_output=True,
+                        text=True).stdout.split()
+    finish_cli(run)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "shmswap-manager" in ps
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "shmswap-manager" in readme and "shmswap-mgr" not in readme
+
+
+# -- 9. a hang fails a test, never CI ------------------------------------------------------------------
+
+def test_every_test_has_a_time_limit(pytestconfig):
+    assert float(pytestconfig.getini("timeout") or 0) > 0
