@@ -29,8 +29,8 @@ def main() -> None:
         res = shmswap.run_inprocess(cfg)
         m = res.migration
         out[variant] = {"sleeps": m["sleeps"], "migrated": m["migrated"],
-                        "used_percpu_cluster": m["used_percpu_cluster"], "lost_clusters": m["lost_clusters"], "findings": len(res.check.findings),
-                        "violations": len(res.check.violations)}
+                        "used_percpu_cluster": m["used_percpu_cluster"], "lost_clusters": m["lost_clusters"],
+                        "findings": len(res.check.findings), "violations": len(res.check.violations)}
         print(f"{variant:6}: {m['sleeps']:>5} table sleeps, {m['migrated']:>5} migrations, "
               f"used the per-CPU cluster instead {m['used_percpu_cluster']:>4}, lost clusters {m['lost_clusters']:>4}, "
               f"findings {len(res.check.findings)}, violations {len(res.check.violations)}")
