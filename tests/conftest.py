@@ -142,6 +142,7 @@ def assert_clean(system: TestModel, findings: bool = False) -> CheckResult:
 
 def _reset_prim() -> None:
     _prim.set_hook(None)
+    _prim.set_hook_points(True, True)
     _prim.set_stats(None)
     _prim.set_abort(None)
     _prim.set_worker(0)

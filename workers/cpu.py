@@ -6,7 +6,7 @@ allocation to the manager through its mailbox, and runs its seeded workload unti
 Then it parks outside any operation (quiescence) while the manager checks the invariants, and on
 the manager's word releases everything it holds (its share of swapoff's ``try_to_unuse``).
 
-It ignores SIGINT (the driver turns Ctrl-C into an orderly stop), raises out of any lock wait once
+It ignores SIGINT and SIGTERM (the driver turns them into an orderly stop), raises out of any lock wait once
 the abort word is set, and exits on its own if the driver disappears.
 """
 
@@ -71,7 +71,10 @@ def _pin(wid: int) -> list[int]:
 def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: int | None,
              driver_pid: int) -> None:
     """Entry point of CPU worker ``wid``."""
+    # The driver turns SIGINT and SIGTERM into an orderly stop; a signal sent to the whole process
+    # group (Ctrl-C on a terminal, systemd stopping a unit) must not kill this process first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     set_comm(f"shmswap-cpu{wid}")
     _prim.set_hook(None)
     driver = Lifeline(driver_pid, every_s=0.05)   # by pid and start time: under forkserver getppid() is the server

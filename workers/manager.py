@@ -58,7 +58,10 @@ WATCH_EVERY_S = 0.05
 
 def manager_main(cfg: Config, n_workers: int, ctl_conn, worker_conns: list, driver_pid: int) -> None:
     """Entry point of the manager process."""
+    # The driver turns SIGINT and SIGTERM into an orderly stop; a signal sent to the whole process
+    # group (Ctrl-C on a terminal, systemd stopping a unit) must not kill this process first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     set_comm("shmswap-manager")
     _prim.set_hook(None)
     model = None

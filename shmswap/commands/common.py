@@ -167,6 +167,12 @@ def progress_bar(label: str, total: float, quiet: bool = False):
     return _RichProgress(label, total)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: str, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all: a temporary file beside it, then a rename.
 
@@ -182,6 +188,8 @@ def write_atomically(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+            # mkstemp makes the file 0600; a result file gets the mode open() would give it
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -80,6 +80,11 @@ static PyTypeObject RegionType;
 
 static long worker_id = 0;          /* owner field stores worker_id + 1 */
 static PyObject *hook = NULL;       /* preemption-point hook or NULL */
+/* Which points reach the hook (set_hook_points): the lock's own points (SP_LOCK, SP_TRYLOCK,
+ * SP_UNLOCK) and the model's sched_point calls.  SP_LOCK_WAITED always does.  An observer of lock
+ * waits alone then costs nothing on an uncontended lock. */
+static int hook_lock_points = 1;
+static int hook_model_points = 1;
 
 static RegionObject *stats_region = NULL;
 static Py_ssize_t stats_off = 0;
@@ -463,7 +468,7 @@ Region_lock(RegionObject *self, PyObject *const *args, Py_ssize_t nargs)
 
     if (get_off_cls(self, "lock", args, nargs, &off, &cls) < 0)
         return NULL;
-    if (hook != NULL) {
+    if (hook != NULL && hook_lock_points) {
         if (lock_hook(SP_LOCK, cls, off) < 0)
             return NULL;
         if (self->base == NULL) /* the hook released the region */
@@ -526,7 +531,7 @@ Region_trylock(RegionObject *self, PyObject *const *args, Py_ssize_t nargs)
 
     if (get_off_cls(self, "trylock", args, nargs, &off, &cls) < 0)
         return NULL;
-    if (hook != NULL) {
+    if (hook != NULL && hook_lock_points) {
         if (lock_hook(SP_TRYLOCK, cls, off) < 0)
             return NULL;
         if (self->base == NULL)
@@ -569,7 +574,7 @@ Region_unlock(RegionObject *self, PyObject *const *args, Py_ssize_t nargs)
     old = __atomic_exchange_n(lock_state(self, off), 0, __ATOMIC_RELEASE);
     if (old == 2)
         syscall(SYS_futex, lock_state(self, off), FUTEX_WAKE, 1, NULL, NULL, 0);
-    if (hook != NULL && lock_hook(SP_UNLOCK, cls, off) < 0)
+    if (hook != NULL && hook_lock_points && lock_hook(SP_UNLOCK, cls, off) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -779,6 +784,19 @@ mod_set_hook(PyObject *Py_UNUSED(m), PyObject *arg)
 }
 
 static PyObject *
+mod_set_hook_points(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    int locks, model;
+    if (check_nargs("set_hook_points", nargs, 2) < 0)
+        return NULL;
+    if ((locks = PyObject_IsTrue(args[0])) < 0 || (model = PyObject_IsTrue(args[1])) < 0)
+        return NULL;
+    hook_lock_points = locks;
+    hook_model_points = model;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 mod_get_hook(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 {
     if (hook == NULL)
@@ -792,7 +810,7 @@ mod_sched_point(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
     static PyObject *zero = NULL;
     /* the common case: no hook, one pointer test and out */
-    if (LIKELY(hook == NULL && nargs >= 1 && nargs <= 3))
+    if (LIKELY((hook == NULL || !hook_model_points) && nargs >= 1 && nargs <= 3))
         Py_RETURN_NONE;
     if (nargs < 1 || nargs > 3) {
         PyErr_Format(PyExc_TypeError, "sched_point() takes 1 to 3 arguments (%zd given)", nargs);
@@ -834,6 +852,9 @@ static PyMethodDef module_methods[] = {
      "set_abort(None) unregisters."},
     {"set_hook", (PyCFunction)mod_set_hook, METH_O,
      "set_hook(hook)\n--\n\nInstall hook(kind, a, b) called at preemption points, or None."},
+    {"set_hook_points", (PyCFunction)(void (*)(void))mod_set_hook_points, METH_FASTCALL,
+     "set_hook_points(locks, model)\n--\n\nWhich points reach the hook: the lock's SP_LOCK/SP_TRYLOCK/SP_UNLOCK, "
+     "the model's sched_point calls (SP_LOCK_WAITED always does)."},
     {"get_hook", (PyCFunction)mod_get_hook, METH_NOARGS,
      "get_hook()\n--\n\nThe installed hook or None."},
     {"sched_point", (PyCFunction)(void (*)(void))mod_sched_point, METH_FASTCALL,

@@ -141,9 +141,13 @@ class Observers:
         """Install the dispatcher as the C hook if anyone listens to points or lock waits."""
         want = bool(self.sched_point or self.lock_wait)
         if want:
+            # Lock waits alone need no call at every uncontended lock and unlock.
+            points = bool(self.sched_point)
+            _prim.set_hook_points(points, points)
             _prim.set_hook(self._dispatch)
         elif self._installed:
             _prim.set_hook(None)
+            _prim.set_hook_points(True, True)
         self._installed = want
 
     def _dispatch(self, kind: int, a: Any, b: Any) -> None:

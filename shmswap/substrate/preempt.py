@@ -37,6 +37,7 @@ class Point(IntEnum):
 def install(hook: Callable[[int, int, int], None] | None) -> Callable | None:
     """Install ``hook(kind, a, b)`` (or None to remove); returns the previous hook."""
     prev = _prim.get_hook()
+    _prim.set_hook_points(True, True)
     _prim.set_hook(hook)
     return prev
 

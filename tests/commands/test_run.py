@@ -84,6 +84,20 @@ def test_signal_stops_in_order_with_report_json_and_status(tmp_path, sig, status
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
+def test_sigterm_to_the_whole_process_group_stops_in_order(tmp_path):
+    """systemd and container runtimes signal every process of the unit: still an orderly stop."""
+    run = start_cli(["run", "--size", "64M", "--seconds", "30", "--quiet", "--json", "r.json"], tmp_path,
+                    start_new_session=True)
+    wait_for_child(run, "shmswap-cpu0")
+    time.sleep(0.5)
+    os.killpg(run.proc.pid, signal.SIGTERM)
+    finish_cli(run)
+    assert run.returncode == 143, run.stdout + run.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["interrupted"] == "SIGTERM" and not data["invariants"]["violations"]
+    assert data["swapoff"]["tables_left"] == 0
+
+
 def test_background_driver_with_sigint_ignored_stops_on_sigterm(tmp_path):
     def ignore_sigint():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
