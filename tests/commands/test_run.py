@@ -141,8 +141,10 @@ def test_bad_input(tmp_path, args, needle):
 
 
 def test_default_order_mix_fits_a_small_device(tmp_path):
+    # No sleeping table allocations: on 8 clusters the reference §10 W2 race (a WARN, so exit 1)
+    # would otherwise turn up now and then; this test is about the order mix.
     run = run_cli(["run", "--size", "64K", "--slots-per-cluster", "8", "--seconds", "1", "--quiet",
-                   "--json", "r.json"], tmp_path)
+                   "--atomic-fail", "0", "--json", "r.json"], tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["config"]["orders"] == {"0": 0.7, "2": 0.2, "3": 0.1}
