@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -16,8 +17,12 @@ REQUIRED = {"X": {"name", "ph", "pid", "tid", "ts", "dur"}, "i": {"name", "ph", 
             "C": {"name", "ph", "pid", "tid", "ts", "args"}, "M": {"name", "ph", "pid", "tid", "args"}}
 
 
+# Run from outside the repository: its source tree has no compiled module, the installed package has.
+OUTSIDE = tempfile.gettempdir()
+
+
 def _cli(*args, timeout=120):
-    return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=timeout, cwd=OUTSIDE)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +89,7 @@ def test_plot(traced, tmp_path):
     d, _, _ = traced
     out = tmp_path / "pics"
     p = subprocess.run([sys.executable, "-m", "shmswap.cli", "plot", str(d / "r.json"), "--out", str(out), "--html"],
-                       capture_output=True, text=True, timeout=60)
+                       cwd=OUTSIDE, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     png = (out / "r.timeseries.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
@@ -100,7 +105,7 @@ def test_plot_bad_input(tmp_path, args, word):
     (tmp_path / "nosamples.json").write_text(json.dumps({"config": {}}))
     before = set(tmp_path.iterdir())
     p = subprocess.run([sys.executable, "-m", "shmswap.cli", "plot", str(tmp_path / args[0]),
-                        "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60, cwd=OUTSIDE)
     assert p.returncode == 2 and word in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert set(tmp_path.iterdir()) == before
 
