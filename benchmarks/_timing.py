@@ -83,6 +83,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     _m("local_lock_wait_ms", "ms", "time spent waiting for the per-CPU local lock, all workers"),
     _m("gp_latency_us_p50", "us", "RCU grace-period latency, median"),
     _m("gp_latency_us_p99", "us", "RCU grace-period latency, 99th percentile"),
+    # scheduler.py: the deterministic scheduler (shmswap run --deterministic)
+    _m("det_point_us", "us", "wall time per scheduling point: the workload under the deterministic scheduler, "
+       "2 CPUs + the manager as threads of one process, seeded random choice (one point = one choice)"),
+    _m("det_points_per_s", "ops/s", "scheduling points per second (the same run)"),
+    _m("det_switch_pct", "%", "share of points where the chosen task is not the running one (a thread hand-off)"),
     _m("lockstat_cost_pct", "%", "throughput lost to lockstat: 4 CPUs, per-CPU on, Config(lockstat=False) vs on"),
 ]}
 

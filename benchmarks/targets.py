@@ -26,6 +26,7 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "alloc_free_pair_us": Target(8.0, stretch=6.0),
+    "det_point_us": Target(50.0),          # 20k scheduling points per second (issue 10)
     "shmswap_lock_pair_ns": Target(300.0),
     "swapon_1t_s": Target(2.0),
     "swapon_1t_shm_mib": Target(400.0),

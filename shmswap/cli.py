@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import clean, memory, plot, race, run, sweep, twin
+from .commands import clean, demo, explore, memory, plot, race, replay, run, sweep, twin
 from .commands.common import Parser, join_dash_values
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = (run, plot, sweep, clean, race, memory, twin)
+COMMANDS = (run, plot, sweep, clean, race, memory, twin, demo, replay, explore)
 
 
 def build_parser() -> argparse.ArgumentParser:

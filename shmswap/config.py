@@ -11,7 +11,8 @@ import math
 import re
 from dataclasses import dataclass, field, fields, replace
 
-__all__ = ["Config", "ConfigError", "PAGE_SIZE", "parse_size", "parse_orders", "shown", "check_seconds",
+__all__ = ["Config", "ConfigError", "PAGE_SIZE", "parse_size", "parse_orders", "parse_devices",
+           "shown", "check_seconds",
            "DEFAULT_ORDERS", "SECONDS_LIMIT"]
 
 PAGE_SIZE = 4096
@@ -29,6 +30,7 @@ _CHOICES = {
     "reclaim": ("slab", "page"),
     "rcu": ("normal", "none"),
     "reader": ("normal", "broken"),
+    "reader_delays": ("on", "off"),
     "inject_bug": ("", "lose-cluster"),
     "start_method": ("fork", "spawn", "forkserver"),
 }
@@ -141,19 +143,30 @@ class Config:
     cache_only: float = 0.05
     lookup_ratio: float = 1.0
     reader_delay_us: int = 0
+    reader_delays: str = "off"      # --reader-delays: rcutorture-style random delays in the read sections
+    lockdep: bool = False           # --lockdep: lock-order checking (checks/lockdep.py) and the DEBUG_VM asserts
     start_method: str = "fork"
     lockstat: bool = True
     sample_ms: int = 0              # --sample-ms: the manager samples the shared state every N ms (0: off)
     trace: str | None = None        # --trace: write the run's events as Chrome trace-event JSON here
     trace_limit: int = 200_000      # --trace-limit: at most this many trace events in all
     trace_lock_ns: int = 100_000    # --trace-lock-ns: trace lock waits of at least this many ns
+    devices: str = ""               # --device KIND:SIZE[:prio=N][:discard=on|off],...: several devices
+    sleep_reclaim: float = 0.0      # --sleep-reclaim P: the sleeping table allocation reclaims (nested swap-out)
 
     _size_text: str = field(default="", init=False, repr=False, compare=False)
     _orders_default: bool = field(default=False, init=False, repr=False, compare=False)
     notes: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+    _device_specs: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
+        if self.devices:
+            specs = parse_devices(self.devices, self.discard)
+            s(self, "_device_specs", specs)
+            s(self, "device", specs[0][0])
+            s(self, "size", specs[0][1])
+            s(self, "discard", specs[0][3])
         s(self, "_size_text", str(self.size))
         s(self, "size", parse_size(self.size))
         s(self, "_orders_default", self.orders is None)
@@ -193,7 +206,7 @@ class Config:
                 raise ConfigError(f"--{_opt(name)}: {getattr(self, name)} is negative")
         if self.objs_per_slab_page < 1:
             raise ConfigError(f"objs_per_slab_page: {self.objs_per_slab_page} is below 1")
-        for name in ("atomic_fail", "sleep_fail", "migrate", "fill", "cache_only"):
+        for name in ("atomic_fail", "sleep_fail", "migrate", "fill", "cache_only", "sleep_reclaim"):
             object.__setattr__(self, name, _probability(_opt(name), getattr(self, name)))
         if self.seconds is not None:
             check_seconds(self.seconds)
@@ -299,6 +312,28 @@ class Config:
     def ssd(self) -> bool:
         return self.device == "ssd"
 
+    def device_configs(self) -> list[tuple[Config, int]]:
+        """Every device as (its configuration, its priority), in swapon order: type 0 is this
+        configuration; without --device lists, the one device of --size/--device/--discard at
+        the kernel's first default priority, -1."""
+        if not self._device_specs:
+            return [(self, -1)]
+        out: list[tuple[Config, int]] = []
+        least = 0
+        for i, (kind, size, prio, discard) in enumerate(self._device_specs):
+            if prio is None:
+                least -= 1
+                prio = least
+            if i == 0:
+                out.append((self, prio))
+                continue
+            try:
+                cfg = self.with_(devices="", size=size, device=kind, discard=discard, bad_pages=())
+            except ConfigError as e:
+                raise ConfigError(f"--device: device {i} ({kind}:{size}): {e}") from None
+            out.append((cfg, prio))
+        return out
+
     def with_(self, **changes) -> Config:
         """A copy with some fields changed (validated again; the default order mix stays the default)."""
         if self._orders_default and "orders" not in changes:
@@ -310,6 +345,39 @@ class Config:
         out["orders"] = {str(k): v for k, v in self.orders.items()}
         out["bad_pages"] = list(self.bad_pages)
         return out
+
+
+def parse_devices(text: str, discard: str = "off") -> tuple:
+    """'ssd:1G:prio=5,hdd:4G:discard=on' -> ((kind, size text, prio or None, discard), ...)."""
+    out = []
+    for part in str(text).split(","):
+        bits = [b.strip() for b in part.split(":")]
+        where = f"--device: part {shown(part)} in {shown(text)}"
+        if len(bits) < 2 or bits[0].lower() not in _CHOICES["device"]:
+            raise ConfigError(f"{where}: use KIND:SIZE[:prio=N][:discard=on|off] with KIND ssd or hdd")
+        kind, size, prio, disc = bits[0].lower(), bits[1], None, discard
+        try:
+            if parse_size(size) % PAGE_SIZE:
+                raise ConfigError(f"size {shown(size)} is not a multiple of the page size {PAGE_SIZE}")
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {str(e).removeprefix('--size: ')}") from None
+        for opt in bits[2:]:
+            m = re.fullmatch(r"(prio|discard)=([+-]?[0-9]{1,5}|on|off)", opt, re.ASCII | re.I)
+            if not m:
+                raise ConfigError(f"{where}: {shown(opt)} is neither prio=N nor discard=on|off")
+            key, val = m.group(1).lower(), m.group(2).lower()
+            if key == "prio":
+                if val in ("on", "off") or not -1 <= int(val) <= 32767:
+                    raise ConfigError(f"{where}: prio {shown(val)} is not in -1..32767")
+                prio = int(val)
+            elif val not in ("on", "off"):
+                raise ConfigError(f"{where}: discard={shown(val)} is not on or off")
+            else:
+                disc = val
+        out.append((kind, size, prio, disc))
+    if len(out) > 32:
+        raise ConfigError(f"--device: {len(out)} devices, more than MAX_SWAPFILES (32)")
+    return tuple(out)
 
 
 def _opt(name: str) -> str:

@@ -19,11 +19,27 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .checks.checker import Violation, check_swapoff
+from .mm.swap import SWAP_USAGE_COUNTER_MASK
 from .mm.swapon import swapoff
 from .model import Model
 from .result import Result, collect
 
 __all__ = ["finish_run"]
+
+
+def device_figures(system) -> list[dict]:
+    """Per device: kind, size, priority, usage, W12 events and the clusters the seed lost on it."""
+    out = []
+    for si in system.devices:
+        shm = si.shm
+        dev = shm.dev
+        out.append({"type": si.type, "kind": "ssd" if si.ssd else "hdd", "slots": int(dev["max"]),
+                    "prio": int(dev["prio"]), "pages": int(dev["pages"]),
+                    "inuse_pages": int(dev["inuse_pages"]) & SWAP_USAGE_COUNTER_MASK,
+                    "on_avail": int(dev["on_avail"]), "w12_events": int(dev["xdev"]),
+                    "lost_clusters": int((shm.clu["lost"] != 0).sum()),
+                    "live_tables": int(shm.slab_hdr["live"])})
+    return out
 
 
 def finish_run(model: Model, duration_s: float, notes: list[str], *, warnings: Callable[[], list[str]],
@@ -40,6 +56,8 @@ def finish_run(model: Model, duration_s: float, notes: list[str], *, warnings: C
     for e in events:
         chk.violations.append(Violation("watchdog", e, "watchdog"))
     res = collect(model.system, chk, duration_s, notes, gp_latencies_ns=gp_latencies_ns)
+    if len(model.system.devices) > 1:
+        res.extra["devices"] = device_figures(model.system)
     if events:
         res.extra["watchdog"] = list(events)
         res.notes.append("the run was aborted: the invariant check ran on a state that is not quiescent "

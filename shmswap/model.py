@@ -30,12 +30,13 @@ from __future__ import annotations
 import errno
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from .checks.checker import CheckResult, check
 from .checks.faults import lose_cluster
+from .checks.lockdep import Lockdep
 from .checks.oracles import ReaderOracle
 from .config import Config
 from .mm.allocator import folio_alloc_swap
@@ -46,7 +47,7 @@ from .mm.reclaim import free_swap_and_cache_nr, swap_reclaim_work
 from .mm.swap import FLAG_NAMES, SWAP_USAGE_COUNTER_MASK
 from .mm.swap_cache import __swap_cache_del_folio as _del_folio_locked  # no mangling inside the class
 from .mm.swap_cache import swap_cache_del_folio, swap_cache_get_folio
-from .mm.swap_free import put_swap_folio, swap_duplicate
+from .mm.swap_free import swap_duplicate, swap_entries_put_cache
 from .mm.swapon import swapoff
 from .mm.system import SwapSystem
 from .mm.task import Task
@@ -54,7 +55,7 @@ from .mm.work import swap_discard_work
 from .substrate.layout import LIST_NAMES, nr_lists
 from .substrate.observe import Observer
 
-__all__ = ["Model", "Allocation", "Snapshot", "SWAPPED", "CACHE_ONLY", "CACHED", "RAW",
+__all__ = ["Model", "Allocation", "Snapshot", "SWAPPED", "CACHE_ONLY", "CACHED", "RAW", "SWP_TYPE_SHIFT",
            "writeback_folio", "release_allocation"]
 
 # What an allocation leaves held (``Model.alloc``'s ``state``).
@@ -63,6 +64,7 @@ CACHE_ONLY = "cache_only"  # SWAP_HAS_CACHE only (no map count), the folio in th
 CACHED = "cached"          # SWAP_HAS_CACHE | 1 map count, the folio in the swap cache, unlocked
 RAW = "raw"                # straight out of folio_alloc_swap: HAS_CACHE, folio in the cache and locked
 STATES = (SWAPPED, CACHE_ONLY, CACHED, RAW)
+SWP_TYPE_SHIFT = 48
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,16 @@ class Allocation:
     folio: int
     state: str
     wid: int
+    type: int = 0          # the device (si->type): swp_entry_t is (type, entry)
 
     @property
     def nr(self) -> int:
         return 1 << self.order
+
+    @property
+    def swp(self) -> int:
+        """The key ``Model.held`` uses: ``entry`` on device 0, ``(type << 48) | entry`` beyond."""
+        return (self.type << SWP_TYPE_SHIFT) | self.entry
 
 
 # -- the slot life's steps outside the allocator ----------------------------------------------------
@@ -87,13 +95,14 @@ def writeback_folio(si, folio: int, entry: int, shadow: int) -> None:
     """Writeback done (vmscan's path): the locked folio leaves the swap cache, a shadow stays,
     SWAP_HAS_CACHE is dropped, and the folio goes with the cache's and the owner's references."""
     folios = si.folios
+    nr = 1 << folios.order(folio)
     ci = entry >> si.spc_shift
     si.cr.lock(ci * CI_BYTES, CI_LOCK)
     _del_folio_locked(si, ci, folio, entry, shadow)
     si.cr.unlock(ci * CI_BYTES, CI_LOCK)
-    put_swap_folio(si, folio, entry)
+    swap_entries_put_cache(si, entry, nr)              # put_swap_folio(), with nr known here
     folios.folio_unlock(folio)
-    folios.folio_put(folio, (1 << folios.order(folio)) + 1)
+    folios.folio_put(folio, nr + 1)
 
 
 def release_allocation(si, entry: int, order: int, folio: int, state: str) -> None:
@@ -192,6 +201,8 @@ class Model:
         self.si = self.system.si
         self.n_workers = self.system.shm.geo.n_workers
         self.manager_wid = self.n_workers - 1
+        # --lockdep: lock-order checking at every lock, in every process of the run.
+        self.lockdep = self.system.observers.add(Lockdep(self.system)) if cfg.lockdep else None
         if oracles:
             self.system.observers.add(ReaderOracle(self.system.slab, self.system.cur))
         for o in observers:
@@ -259,6 +270,7 @@ class Model:
             folios.folio_put(folio)
             self.last_errno = -entry
             return None
+        si = si.cur.alloc_si                          # the device the entry is on
         nr = 1 << order
         if state != RAW and swap_duplicate(si, entry, nr):
             raise AssertionError(f"swap_duplicate failed on a fresh entry {entry}")
@@ -270,8 +282,8 @@ class Model:
         elif state == SWAPPED:
             writeback_folio(si, folio, entry, entry + 1)
             folio = -1
-        a = Allocation(entry, order, folio, state, wid)
-        self.held[entry] = a
+        a = Allocation(entry, order, folio, state, wid, si.type)
+        self.held[a.swp] = a
         return a
 
     def free(self, what: Allocation | int, cpu: int | None = None) -> None:
@@ -279,13 +291,13 @@ class Model:
 
         A RAW folio is locked by the worker that allocated it: that worker unlocks it.
         """
-        a = self.held.pop(what if isinstance(what, int) else what.entry)
+        a = self.held.pop(what if isinstance(what, int) else what.swp)
         if cpu is not None:
             self.on(cpu)
         me = self.system.current
         if a.state == RAW and me.wid != a.wid:
             self.system.switch_to(self.tasks[a.wid])
-        release_allocation(self.si, a.entry, a.order, a.folio, a.state)
+        release_allocation(self.system.devices[a.type], a.entry, a.order, a.folio, a.state)
         if self.system.current is not me:
             self.system.switch_to(me)
 
@@ -293,13 +305,14 @@ class Model:
         for entry in sorted(self.held):
             self.free(entry)
 
-    def lookup(self, cpu: int | None, entry: int) -> int | None:
+    def lookup(self, cpu: int | None, entry: int, type: int = 0) -> int | None:  # noqa: A002 - si->type
         """A lockless swap-cache lookup (``swap_cache_get_folio``) validated as swap-in does:
-        the folio id if one is cached for ``entry``, else None."""
+        the folio id if one is cached for ``entry`` (of device ``type``), else None."""
         if cpu is not None:
             self.on(cpu)
-        folios = self.si.folios
-        folio = swap_cache_get_folio(self.si, entry)
+        si = self.system.devices[type]
+        folios = si.folios
+        folio = swap_cache_get_folio(si, entry)
         if folio < 0:
             return None
         ok = folios.folio_matches_swap_entry(folio, entry)
@@ -328,16 +341,25 @@ class Model:
         self.system.rcu.synchronize_rcu()
         self.system.slab.process_deferred()
 
-    def swapoff(self) -> None:
-        """The swapoff syscall as the manager; ``try_to_unuse`` frees everything ``held``."""
-        def try_to_unuse(_si) -> None:
-            self.free_all()
+    def swapoff(self, type: int | None = None) -> None:  # noqa: A002 - si->type
+        """The swapoff syscall as the manager; ``try_to_unuse`` frees everything ``held`` (on
+        device ``type``; default: every device, last first)."""
+        types = range(len(self.system.devices) - 1, -1, -1) if type is None else (type,)
+        for t in types:
+            def try_to_unuse(_si, t=t) -> None:
+                for key in sorted(k for k, a in self.held.items() if a.type == t):
+                    self.free(key)
+                self.on_manager()
+                self.system.run_pending_work()
+
             self.on_manager()
+            swapoff(self.system.devices[t], try_to_unuse)
             self.system.run_pending_work()
 
-        self.on_manager()
-        swapoff(self.si, try_to_unuse)
-        self.system.run_pending_work()
+    @property
+    def devices(self) -> list:
+        """Every device's ``si`` by type."""
+        return self.system.devices
 
     def inject_lost_cluster(self) -> int:
         """``--inject-bug lose-cluster``: drop a cluster from its list without a record."""
@@ -348,9 +370,18 @@ class Model:
         return _snapshot(self.system, self.cpus)
 
     def check(self, warnings: list[str] | None = None) -> CheckResult:
-        """Every invariant, at quiescence: findings (the seed's lost clusters) and violations."""
-        return check(self.system.shm, self.system.variant,
-                     self.warnings if warnings is None else warnings)
+        """Every invariant, at quiescence: findings (the seed's lost clusters) and violations;
+        with several devices, every device's, each ``where`` after the first's prefixed."""
+        res = check(self.system.shm, self.system.variant, self.warnings if warnings is None else warnings)
+        for shm in self.system.device_shms[1:]:
+            more = check(shm, self.system.variant, [])
+            res.violations += [replace(v, where=f"device {shm.type} {v.where}") for v in more.violations]
+            res.findings += [replace(f, where=f"device {shm.type} {f.where}") for f in more.findings]
+        return res
+
+    def check_device(self, type: int) -> CheckResult:  # noqa: A002 - si->type
+        """One device's invariants (its clusters, map, slab and this CPU cache's entries for it)."""
+        return check(self.system.device_shms[type], self.system.variant, self.warnings if type == 0 else [])
 
     @property
     def warnings(self) -> list[str]:

@@ -4,7 +4,7 @@
   ``FaultPlan`` installed as ``faults`` and short names for the objects tests look at), closed at
   teardown.  It is also a context manager, so a test may close it early with ``with``.  Worker 0 is
   the current task.  Defaults: 16 clusters of 8 slots, 2 CPUs, order 0 only, no injected failures
-  and no random migration, so every state is reached on purpose.
+  and no random migration, so every state is reached on purpose; lockdep on (checks/lockdep.py).
 * ``alloc_folio(system, order, state=...)``: a folio of ``order`` for the current task; returns its
   first entry (or a negative errno).  What is held is recorded in ``system.held[entry]`` so that
   ``release`` / ``release_all`` can give it back as the workload would.  A SWAPPED entry's shadow
@@ -39,7 +39,7 @@ def small_config(clusters: int = NR_CLUSTERS, tail: int = 0, **kw) -> Config:
     """A small configuration: ``clusters`` clusters (the last one ``tail`` slots short)."""
     spc = kw.get("slots_per_cluster", SPC)
     base = dict(slots_per_cluster=spc, cpus=2, orders={0: 1.0}, atomic_fail=0.0, sleep_fail=0.0,
-                migrate=0.0, size=(clusters * spc - tail) * PAGE_SIZE)
+                migrate=0.0, size=(clusters * spc - tail) * PAGE_SIZE, lockdep=True)
     base.update(kw)
     return Config(**base)
 

@@ -17,6 +17,7 @@ import signal
 
 import psutil
 
+from shmswap.checks.delays import ReaderDelays
 from shmswap.checks.faults import ReaderWindowDelay
 from shmswap.config import Config
 from shmswap.model import Model
@@ -87,6 +88,8 @@ def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: i
             ctl.set_affinity(wid, _pin(wid))
         if cfg.reader_delay_us and wid == 0:    # one slow reader; the other CPUs churn
             model.add_observer(ReaderWindowDelay(system, cfg.reader_delay_us / 1e6))
+        if cfg.reader_delays == "on" and not cfg.reader_delay_us:   # rcutorture's random read-side delays
+            model.add_observer(ReaderDelays(system, cfg.seed, wid))
         tracer = None
         if cfg.trace:                           # --trace: this CPU's share of the events, shipped at the end
             tracer = model.add_observer(TraceRecorder(wid, share(cfg.trace_limit, cfg.cpus + 1, bool(cfg.sample_ms)),

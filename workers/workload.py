@@ -31,7 +31,7 @@ from shmswap.mm.reclaim import free_swap_and_cache_nr
 from shmswap.mm.swap_cache import swap_cache_get_folio
 from shmswap.mm.swap_free import swap_duplicate
 from shmswap.mm.system import SwapSystem
-from shmswap.model import CACHE_ONLY, SWAPPED, release_allocation, writeback_folio
+from shmswap.model import CACHE_ONLY, SWAPPED, SWP_TYPE_SHIFT, release_allocation, writeback_folio
 from shmswap.substrate.handoff import HandoffRing
 from shmswap.substrate.stats import Stat
 
@@ -44,6 +44,7 @@ OP_NAMES = {OP_IDLE: "idle", OP_ALLOC: "allocating", OP_FREE: "freeing", OP_LOOK
 # Allocation records are [entry, order, folio, state] lists (the hand-off ring carries them as
 # words): the state is an index into _STATES.
 _STATES = (SWAPPED, CACHE_ONLY)
+_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1     # a record's entry: (type << SWP_TYPE_SHIFT) | offset
 _SWAPPED, _CACHE_ONLY = 0, 1
 _RECENT = 64
 # The CPUs fill the device towards the target (allocating a little more often than freeing), then
@@ -62,8 +63,8 @@ _WRONG_OWNER_ACCEPTED, _FOREIGN_REJECTED = int(Stat.WRONG_OWNER_ACCEPTED), int(S
 
 def release_record(si, rec: list[int]) -> None:
     """Free one allocation record, whoever holds it: the map count, or the cache-only folio."""
-    entry, order, folio, state = rec
-    release_allocation(si, entry, order, folio, _STATES[state])
+    swp, order, folio, state = rec
+    release_allocation(si.devs[swp >> SWP_TYPE_SHIFT], swp & _OFFSET_MASK, order, folio, _STATES[state])
 
 
 def drain_handoff(si, handoff: HandoffRing) -> int:
@@ -132,14 +133,17 @@ class Workload:
             folios.folio_put(folio)
             cur.set_rec_op(OP_IDLE)
             return -1
+        si = cur.alloc_si                                # the device: swp_entry_t is (type, offset)
         swap_duplicate(si, entry, nr)
+        swp = entry | (si.type << SWP_TYPE_SHIFT)
         if self.rng.random() < self.cfg.cache_only:
             free_swap_and_cache_nr(si, entry, nr)        # folio locked: it stays cache-only
             folios.folio_unlock(folio)
-            rec = [entry, order, folio, _CACHE_ONLY]
+            rec = [swp, order, folio, _CACHE_ONLY]
         else:
-            self.writeback(folio, entry, nr)
-            rec = [entry, order, -1, _SWAPPED]
+            self.shadow += 1
+            writeback_folio(si, folio, entry, self.shadow)
+            rec = [swp, order, -1, _SWAPPED]
         if self.handoff is None or self.rng.random() >= HANDOFF or not self.handoff.push(rec):
             self.live.append(rec)
             self.used += nr
@@ -190,6 +194,8 @@ class Workload:
             # cluster another CPU is recycling (or in a free one, whose NULL table ends the lookup).
             entry = rng.randrange(1, si.max)
         cur.stat(_LOOKUP)
+        if entry >> SWP_TYPE_SHIFT:
+            si, entry = si.devs[entry >> SWP_TYPE_SHIFT], entry & _OFFSET_MASK
         folio = swap_cache_get_folio(si, entry)
         if folio >= 0:
             self.validate(folio, entry)

@@ -5,7 +5,9 @@ attached process, and checks the invariants of reference §9 that apply to the v
 
     I-flag-list, I-order-list, I-count, I-free, I-discard, I-table-needed, I-empty-placement,
     I-rest-counts, I-conservation, I-map-table, I-folio-run, I-free-table, table accounting,
-    I-inuse, I-nr-swap, I-avail, I-pcp, I-hdd, no lock held, no kernel WARN.
+    I-inuse, I-nr-swap, I-avail, I-pcp, I-hdd, I-order-0-only-mixing (folios of order > 0 in the
+    tables; the allocation-time WARN of ``cluster_alloc_range``), I-lock-order (lockdep's WARNs,
+    checks/lockdep.py, with ``--lockdep``), no lock held, no kernel WARN.
 
 It walks the cluster lists from their heads (it does not trust the flags to say where clusters
 are) and checks everything else with whole-array numpy operations, so a 1 TiB device is checked
@@ -35,7 +37,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..mm.alloc_table import LOST_NAMES, decode_lost
+from ..mm.alloc_table import (
+    LOST_NAMES,
+    LOST_W12,
+    XDEV_TAKEN,
+    decode_lost,
+    decode_xdev,
+    lost_device,
+    w12_event_reason,
+    w12_lost_reason,
+)
 from ..mm.folio import PG_SWAPCACHE
 from ..mm.slab import OBJ_FREE, OBJ_INUSE, OBJ_POOL, OBJ_RCU
 from ..mm.swap import (
@@ -55,13 +66,13 @@ from ..mm.swapon import reserved_slots_per_cluster
 from ..substrate.layout import LIST_DISCARD, LIST_FREE, LIST_FULL, LIST_NAMES, nr_lists
 from ..substrate.stats import Stat
 
-__all__ = ["Violation", "Finding", "CheckResult", "check", "check_swapoff", "INVARIANTS"]
+__all__ = ["Violation", "Finding", "CheckResult", "check", "check_swapoff", "warning_invariant", "INVARIANTS"]
 
 INVARIANTS = (
     "I-flag-list", "I-order-list", "I-count", "I-free", "I-discard", "I-table-needed",
     "I-empty-placement", "I-rest-counts", "I-conservation", "I-map-table", "I-folio-run",
     "I-free-table", "table accounting", "I-inuse", "I-nr-swap", "I-avail", "I-pcp", "I-hdd",
-    "no lock held at quiescence", "no kernel WARN",
+    "I-order-0-only-mixing", "I-lock-order", "no lock held at quiescence", "no kernel WARN",
 )
 _MAX_PER_KIND = 20
 
@@ -189,7 +200,9 @@ class _Checker:
                 continue
             branch, wid, cpu, other = decode_lost(int(self.lost[c]))
             if branch in LOST_NAMES and self.count[c] == 0 and self.table[c] == -1:
-                if branch == 1:
+                if branch == LOST_W12:
+                    why = w12_lost_reason(wid, cpu, other, lost_device(int(self.lost[c])))
+                elif branch == 1:
                     why = (f"isolated from free_clusters by worker {wid}; its atomic table allocation failed, "
                            f"and after the sleep CPU {cpu}'s per-CPU cluster {other} was used instead "
                            f"(seed T5): left flag NONE, count 0, table NULL, on no list")
@@ -337,6 +350,11 @@ class _Checker:
                 self.bad("I-folio-run", f"folio {f}",
                          f"order {int(folios['order'][f])} folio->swap {int(folios['swap'][f])} in "
                          f"entries {run[:8].tolist()}{'...' if b - a > 8 else ''}")
+            c = first // self.spc
+            if nr > 1 and int(self.order[c]) != nr.bit_length() - 1:
+                self.bad("I-order-0-only-mixing", f"cluster {c}",
+                         f"order-{nr.bit_length() - 1} folio {f} at slot {first} in a cluster of order "
+                         f"{int(self.order[c])}: only order 0 may land in a cluster of another order")
 
     # -- table objects ----------------------------------------------------------------------------------
     def check_objects(self) -> None:
@@ -385,11 +403,14 @@ class _Checker:
     # -- per-CPU, locks, warnings -----------------------------------------------------------------------
     def check_percpu(self) -> None:
         pcp = self.shm.pcp
+        tag = getattr(self.shm, "type", 0) + 1
         ssd = self.cfg.ssd
         maxp = self.cfg.max_slots
         for cpu in range(len(pcp)):
             for o in range(self.geo.nr_orders):
                 si, off = int(pcp["si"][cpu][o]), int(pcp["offset"][cpu][o])
+                if si != tag:
+                    continue          # another device's cache (or NULL): that device's checker's
                 if not ssd and si:
                     self.bad("I-hdd", f"CPU {cpu}", f"si[{o}] set on a non-SSD device")
                 if not si or not off:
@@ -418,12 +439,41 @@ class _Checker:
             self.bad("no lock held at quiescence", "slab", "slab_lock held")
 
     def check_warnings(self) -> None:
+        """Every WARN is a violation; lockdep's and the order-mixing assert's under their invariant."""
         n = int(self.shm.workers["stats"][:, Stat.WARNINGS].sum())
-        if n:
-            shown = "; ".join(self.warnings[:5]) or "(no message text reached this process)"
+        if not n:
+            return
+        rest = []
+        for w in self.warnings:
+            inv = warning_invariant(w)
+            if inv == "no kernel WARN":
+                rest.append(w)
+            else:
+                self.bad(inv, "kernel", w)
+        n -= len(self.warnings) - len(rest)
+        if n > 0:
+            shown = "; ".join(rest[:5]) or "(no message text reached this process)"
             self.bad("no kernel WARN", "kernel", f"{n} WARN conditions met: {shown}")
 
+    def check_xdev(self) -> None:
+        """The seed's W12 events on this device (reference §10): findings, attributed."""
+        dev = self.shm.dev
+        if "xdev" not in dev.dtype.names:
+            return
+        n = int(dev["xdev"])
+        for word, offset in dev["xdev_log"][:min(n, len(dev["xdev_log"]))]:
+            kind, wid, cpu, tag, iso = decode_xdev(int(word))
+            if kind == XDEV_TAKEN:
+                continue          # the lost cluster's own record says it (check_isolated)
+            self.res.findings.append(Finding(
+                f"device {getattr(self.shm, 'type', 0)}",
+                w12_event_reason(kind, wid, cpu, tag, iso, int(offset), self.spc, self.nrc), "W12"))
+        if n > len(dev["xdev_log"]):
+            self.res.findings.append(Finding(f"device {getattr(self.shm, 'type', 0)}",
+                                             f"{n - len(dev['xdev_log'])} more W12 events not listed", "W12"))
+
     def run(self) -> CheckResult:
+        self.check_xdev()
         self.check_clusters()
         self.check_slots()
         self.check_objects()
@@ -431,6 +481,15 @@ class _Checker:
         self.check_locks()
         self.check_warnings()
         return self.res
+
+
+def warning_invariant(message: str) -> str:
+    """The invariant a WARN's message reports: lockdep's are I-lock-order (checks/lockdep.py)."""
+    if message.startswith("lockdep:") or "lockdep: " in message:
+        return "I-lock-order"
+    if "(I-order-0-only-mixing)" in message:
+        return "I-order-0-only-mixing"
+    return "no kernel WARN"
 
 
 def check(shm, variant, warnings: list[str] | None = None) -> CheckResult:
@@ -456,6 +515,12 @@ def check_swapoff(shm, check: CheckResult, new_warnings: list[str]) -> dict:
     if folios:
         bad.append(Violation("swapoff", f"{folios} folios still referenced after every worker released its "
                              "slots", "I-swapoff-folios"))
+    dev = shm.dev
+    on_avail, offlist = int(dev["on_avail"]), bool(int(dev["inuse_pages"]) & SWAP_USAGE_OFFLIST_BIT)
+    if on_avail or not offlist:
+        bad.append(Violation("swapoff", f"the device is on the avail list after swapoff (on_avail={on_avail}, "
+                             f"OFFLIST={offlist}): a free after del_from_avail_list put it back (add_to_avail_list "
+                             "must test SWP_WRITEOK, reference §2.5)", "I-avail"))
     for w in new_warnings:
         bad.append(Violation("swapoff", w, "no kernel WARN"))
     return {"tables_left": live, "inuse_after": inuse, "folios_referenced": folios,

@@ -21,6 +21,7 @@ from ..config import DEFAULT_ORDERS, Config, ConfigError, check_seconds
 from ..report import render
 from ..runner.driver import RunAborted, failed_result, run_multiprocess
 from .common import check_output_path, cut_message, cut_path, float_arg, int_arg, progress_bar, write_atomically
+from .replay import run_deterministic_command
 
 __all__ = ["add_parser", "config_from_args", "main"]
 
@@ -68,6 +69,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="share of allocations left SWAP_HAS_CACHE-only (work for reclaim, folios for readers)")
     r.add_argument("--reader-delay-us", type=int_arg, default=0,
                    help="hold CPU 0's lockless readers in their window up to N us (race window)")
+    r.add_argument("--reader-delays", default=d.reader_delays,
+                   help="on|off: rcutorture-style random delays inside every CPU's read sections (experimental: "
+                        "about 18%% slower, and not yet catching the broken readers reliably)")
+    r.add_argument("--lockdep", action="store_true",
+                   help="check the lock order of reference §2.6 at every lock, and the kernel's DEBUG_VM asserts")
     r.add_argument("--sample-ms", type=int_arg, default=d.sample_ms,
                    help="sample live tables, list lengths, sleeps, migrations, lock waits and throughput every "
                         "N ms into the result (0: off; draw them with shmswap plot)")
@@ -76,21 +82,32 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--trace-limit", type=int_arg, default=d.trace_limit, help="at most this many trace events")
     r.add_argument("--trace-lock-ns", type=int_arg, default=d.trace_lock_ns,
                    help="trace lock waits of at least this many ns")
+    r.add_argument("--deterministic", action="store_true",
+                   help="run every CPU and the manager as tasks of one process under the deterministic scheduler "
+                        "(one task between preemption points, chosen by --seed): the same seed gives the same "
+                        "trace and state bit for bit; --ops operations (default 2000); real processes are not "
+                        "scheduled deterministically")
+    r.add_argument("--record", default=None, metavar="FILE",
+                   help="with --deterministic: write the schedule as a replayable script (shmswap replay FILE)")
     r.set_defaults(func=main)
     return r
 
 
 def config_from_args(a: argparse.Namespace) -> Config:
+    d = Config
     check_seconds(a.seconds)   # checked even when --ops makes it unused
     seconds = None if a.ops is not None else a.seconds
-    return Config(cpus=a.cpus, size=a.size, device=a.device, discard=a.discard,
+    # --device ssd|hdd, or a list of devices: KIND:SIZE[:prio=N][:discard=on|off],...
+    device, devices = (d.device, a.device) if ":" in a.device or "," in a.device else (a.device, "")
+    return Config(cpus=a.cpus, size=a.size, device=device, devices=devices, discard=a.discard,
                   slots_per_cluster=a.slots_per_cluster, max_order=a.max_order, orders=a.orders, ops=a.ops,
                   seconds=seconds, fill=a.fill, seed=a.seed, alloc_table=a.alloc_table, tables=a.tables,
                   percpu=a.percpu, reclaim=a.reclaim, rcu=a.rcu, reader=a.reader, atomic_fail=a.atomic_fail,
                   sleep_fail=a.sleep_fail, sleep_latency_us=a.sleep_latency_us, migrate=a.migrate,
                   migrate_to=a.migrate_to, watchdog_s=a.watchdog_s, pin=a.pin, strict=a.strict,
                   json=a.json, quiet=a.quiet, inject_bug=a.inject_bug, start_method=a.start_method,
-                  reader_delay_us=a.reader_delay_us, cache_only=a.cache_only,
+                  reader_delay_us=a.reader_delay_us, reader_delays=a.reader_delays, lockdep=a.lockdep,
+                  cache_only=a.cache_only,
                   sample_ms=a.sample_ms, trace=a.trace, trace_limit=a.trace_limit, trace_lock_ns=a.trace_lock_ns)
 
 
@@ -98,6 +115,9 @@ def main(args: argparse.Namespace) -> int:
     """Run, print the report, write the JSON; the exit status."""
     try:
         cfg = config_from_args(args)
+        if len(cfg.device_configs()) > 1:
+            raise ConfigError("--device: several devices run in the single-process model (Model, "
+                              "run_inprocess) only; the multiprocess run does not attach them yet")
     except (ConfigError, ValueError, OverflowError) as e:
         sys.stderr.write(f"shmswap: error: {cut_message(str(e))}\n")
         return 2
@@ -105,6 +125,8 @@ def main(args: argparse.Namespace) -> int:
     if bad_path:
         sys.stderr.write(f"shmswap: error: {bad_path}\n")
         return 2
+    if getattr(args, "deterministic", False) or getattr(args, "record", None):
+        return run_deterministic_command(cfg, args.record, lambda res, st: _write_json(cfg, res, "completed", st))
     try:
         total = cfg.ops if cfg.ops else float(cfg.seconds)
         with progress_bar("shmswap run", total, cfg.quiet) as bar:

@@ -17,8 +17,13 @@ cluster (``alloc_swap_scan_cluster``) always ends by relocating the cluster to t
 calls for, unlocking it, and rewriting this CPU's cache (or, on HDD, the global cursor).
 
 What is simplified, and why:
-* One device per run, so the avail list is a flag under ``swap_avail_lock`` and ``plist_requeue``
-  has nothing to rotate; ``swp_entry_t`` is the slot offset.
+* Any number of devices (swap types): ``swap_avail_head`` is a plist of types in device 0's record
+  under the one ``swap_avail_lock`` (device.py), walked by ``swap_alloc_slow`` with the requeue
+  that round-robins equal priorities; ``percpu_swap_cluster.si[order]`` holds the type + 1.
+  ``swp_entry_t`` is (type, offset): the allocator returns the offset and leaves the device it
+  allocated from in ``current.alloc_si`` (the caller builds the entry).  With one device the slow
+  path tests the one ``on_avail`` word, as before.  ``vm_swap_full`` and ``nr_swap_pages`` are kept
+  per device (the kernel's are global).
 * Discard never runs inside the allocator: 6.18.0's call of ``swap_do_scheduled_discard`` from
   ``cluster_alloc_swap_entry`` sleeps under the local lock (reference §10 W6), a bug fixed by
   "mm, swap: do not perform synchronous discard during allocation" (6.18.y); the model follows the
@@ -55,7 +60,15 @@ from .cluster import (
     relocate_cluster,
     swap_do_scheduled_discard,
 )
-from .device import get_swap_device_info, put_swap_device, swap_usage_add, vm_swap_full
+from .device import (
+    get_swap_device_info,
+    plist_requeue,
+    plist_types,
+    put_swap_device,
+    swap_usage_add,
+    vm_swap_full,
+)
+from .folio import F_ORDER, FOLIO_WORDS
 from .reclaim import __try_to_reclaim_swap, swap_reclaim_full_clusters
 from .swap import (
     CLUSTER_FLAG_USABLE,
@@ -68,6 +81,7 @@ from .swap import (
     TTRS_ANYWAY,
 )
 from .swap_cache import swap_cache_add_folio
+from .swap_table import swap_cluster_assert_table_empty
 from .task import REC_CLUSTER, REC_CPU
 
 __all__ = [
@@ -83,9 +97,10 @@ _ALLOC, _ALLOC_FAILED, _FAST_HIT, _SLOW_PATH = (int(s) for s in (Stat.ALLOC, Sta
 def folio_alloc_swap(si, folio: int) -> int:
     """Models ``folio_alloc_swap()`` (with [fix-discard]): slots for a locked folio.
 
-    Returns the first slot (the folio is then in the swap cache) or a negative errno.
+    Returns the first slot (the folio is then in the swap cache) or a negative errno; the device
+    is left in ``current.alloc_si`` (the entry's type).
     """
-    order = si.folios.order(folio)
+    order = si.folios.fq[folio * FOLIO_WORDS + F_ORDER]     # folio_order(), on the hot path
     cur = si.cur
     if (1 << order) > si.spc:
         cur.warn(f"folio_alloc_swap: order {order} exceeds the cluster size")
@@ -107,7 +122,7 @@ def folio_alloc_swap(si, folio: int) -> int:
     if not entry:
         cur.stat(_ALLOC_FAILED)
         return -errno.ENOMEM
-    swap_cache_add_folio(si, folio, entry)
+    swap_cache_add_folio(cur.alloc_si, folio, entry)
     wq[cur.stat_base + _ALLOC] += 1
     return entry
 
@@ -118,8 +133,10 @@ def swap_alloc_fast(si, order: int) -> int:
     cpu = cur.task.cpu
     pcp = si.pcp
     pq, base = pcp.pq, cpu * pcp.words
-    if not pq[base + pcp.si_base + order]:                  # this_cpu_read(percpu_swap_cluster.si[order])
+    tag = pq[base + pcp.si_base + order]                    # this_cpu_read(percpu_swap_cluster.si[order])
+    if not tag:
         return 0
+    si = si.devs[tag - 1]
     offset = pq[base + pcp.offset_base + order]             # this_cpu_read(percpu_swap_cluster.offset[order])
     if not offset or not get_swap_device_info(si):
         return 0
@@ -135,6 +152,7 @@ def swap_alloc_fast(si, order: int) -> int:
             offset = ci << si.spc_shift
         found = alloc_swap_scan_cluster(si, ci, offset, order, SWAP_HAS_CACHE)
         if found:
+            cur.alloc_si = si
             cur.wq[cur.stat_base + _FAST_HIT] += 1
     else:
         si.cr.unlock(ci * CI_BYTES, CI_LOCK)
@@ -143,13 +161,49 @@ def swap_alloc_fast(si, order: int) -> int:
 
 
 def swap_alloc_slow(si, order: int) -> int:
-    """Models ``swap_alloc_slow()`` for the one device on the avail list."""
-    si.cur.stat(_SLOW_PATH)
-    if not si.on_avail() or not get_swap_device_info(si):
-        return 0
-    offset = cluster_alloc_swap_entry(si, order, SWAP_HAS_CACHE)
-    put_swap_device(si)
-    return offset
+    """Models ``swap_alloc_slow()``: walk ``swap_avail_head`` in priority order (reference §4.3).
+
+    Each device is requeued behind its equal-priority peers before it is tried (round robin),
+    ``swap_avail_lock`` is dropped while it is scanned, a large order never falls through to the
+    next device, and the walk restarts from the head when the next device left the list.
+    """
+    cur = si.cur
+    cur.stat(_SLOW_PATH)
+    devs = si.devs
+    if len(devs) == 1:                      # one device: the plist is its on_avail word
+        if not si.on_avail() or not get_swap_device_info(si):
+            return 0
+        offset = cluster_alloc_swap_entry(si, order, SWAP_HAS_CACHE)
+        put_swap_device(si)
+        if offset:
+            cur.alloc_si = si
+        return offset
+    base = si.avail_base
+    si.swap_avail_lock()
+    types = plist_types(si, base)
+    i = 0
+    budget = 4 * len(devs) + 4              # the kernel relies on failing devices leaving the list
+    while i < len(types) and budget > 0:
+        budget -= 1
+        dev = devs[types[i]]
+        nxt = types[i + 1] if i + 1 < len(types) else -1
+        plist_requeue(dev, base)
+        si.swap_avail_unlock()
+        if get_swap_device_info(dev):
+            offset = cluster_alloc_swap_entry(dev, order, SWAP_HAS_CACHE)
+            put_swap_device(dev)
+            if offset:
+                cur.alloc_si = dev
+                return offset
+            if order:
+                return 0
+        si.swap_avail_lock()
+        types = plist_types(si, base)
+        if nxt < 0:
+            break
+        i = types.index(nxt) if nxt in types else 0      # next left the plist: start over
+    si.swap_avail_unlock()
+    return 0
 
 
 def cluster_alloc_swap_entry(si, order: int, usage: int) -> int:
@@ -221,7 +275,8 @@ def alloc_swap_scan_cluster(si, ci: int, offset: int, order: int, usage: int) ->
     Always relocates and unlocks the cluster, then rewrites the cache: this CPU's offset[order]
     (SSD; even when nothing was found, which clears it) or the global cursor (HDD).
     """
-    lockdep_assert_held(si, ci)
+    if si.debug_vm:                          # lockdep_assert_held: with --lockdep and in tests
+        lockdep_assert_held(si, ci)
     nr = 1 << order
     spc = si.spc
     start = ci << si.spc_shift
@@ -264,7 +319,7 @@ def alloc_swap_scan_cluster(si, ci: int, offset: int, order: int, usage: int) ->
             pcp = si.pcp
             base = si.cur.task.cpu * pcp.words
             pcp.pq[base + pcp.offset_base + order] = nxt
-            pcp.pq[base + pcp.si_base + order] = 1
+            pcp.pq[base + pcp.si_base + order] = si.tag
     else:
         si.devq[si.global_next + order] = nxt
     return found
@@ -325,8 +380,15 @@ def cluster_alloc_range(si, ci: int, start: int, usage: int, order: int) -> bool
     nr = 1 << order
     b = ci * CW
     cq = si.cq
+    if si.debug_vm:
+        lockdep_assert_held(si, ci)
+        swap_cluster_assert_table_empty(si, ci, start, nr)
     if not cq[b + C_COUNT]:
         cq[b + C_ORDER] = order
+    elif order and cq[b + C_ORDER] != order:
+        # Reference §9 I-order-0-only-mixing: only order 0 may land in a cluster of another order.
+        si.cur.warn(f"cluster_alloc_range: order-{order} allocation at slot {start} in cluster {ci} of order "
+                    f"{cq[b + C_ORDER]} with count {cq[b + C_COUNT]} (I-order-0-only-mixing)")
     if nr == 1:
         si.map[start] = usage
     else:
@@ -369,8 +431,11 @@ def get_swap_page_of_type(si) -> int:
 def swap_sync_discard(si) -> bool:
     """Models ``swap_sync_discard()`` of [fix-discard]: discard now, outside the local lock."""
     ret = False
-    if si.on_avail() and get_swap_device_info(si):
-        if si.flags & SWP_PAGE_DISCARD:
-            ret = swap_do_scheduled_discard(si)
-        put_swap_device(si)
+    for dev in si.devs:
+        if dev.on_avail() and get_swap_device_info(dev):
+            if dev.flags & SWP_PAGE_DISCARD:
+                ret = swap_do_scheduled_discard(dev) or ret
+            put_swap_device(dev)
+            if ret:
+                break
     return ret

@@ -107,6 +107,9 @@ def ci_unlock(si, ci: int) -> None:
 
 
 def lockdep_assert_held(si, ci: int) -> None:
+    """``lockdep_assert_held(&ci->lock)``.  Where it would cost the order-0 pair a call
+    (``move_cluster``, ``relocate_cluster``, ``partial_free_cluster``, ``free_cluster``,
+    ``cluster_alloc_range``) it runs only with ``si.debug_vm`` (``--lockdep``, the tests)."""
     if not si.cr.held_by_me(ci * CI_BYTES):
         raise KernelBug(f"lockdep: ci->lock of cluster {ci} not held by worker {si.cur.wid}")
 
@@ -182,6 +185,8 @@ def move_cluster(si, ci: int, lst: int, new_flags: int) -> None:
     A lister that meets the node before its flag changes cannot take it: the mover still holds
     ``ci->lock``, and the lister only trylocks.
     """
+    if si.debug_vm:
+        lockdep_assert_held(si, ci)
     b = ci * CW
     cq = si.cq
     flags = cq[b + C_FLAGS]
@@ -236,6 +241,8 @@ def isolate_lock_cluster(si, lst: int, order: int) -> int:
 
 def relocate_cluster(si, ci: int) -> None:
     """Models ``relocate_cluster()``: after allocation, list the cluster by its count."""
+    if si.debug_vm:
+        lockdep_assert_held(si, ci)
     b = ci * CW
     cq = si.cq
     flags = cq[b + C_FLAGS]
@@ -254,6 +261,8 @@ def relocate_cluster(si, ci: int) -> None:
 
 def partial_free_cluster(si, ci: int) -> None:
     """Models ``partial_free_cluster()``: a free left 0 < count < SWAPFILE_CLUSTER."""
+    if si.debug_vm:
+        lockdep_assert_held(si, ci)
     b = ci * CW
     count = si.cq[b + C_COUNT]
     if not 0 < count < si.spc:
@@ -264,6 +273,8 @@ def partial_free_cluster(si, ci: int) -> None:
 
 def free_cluster(si, ci: int) -> None:
     """Models ``free_cluster()``: to DISCARD (table kept) or straight to FREE."""
+    if si.debug_vm:
+        lockdep_assert_held(si, ci)
     b = ci * CW
     if si.cq[b + C_COUNT] or si.cq[b + C_FLAGS] == CLUSTER_FLAG_FREE:
         raise KernelBug(f"free_cluster: cluster {ci} count {si.cq[b + C_COUNT]} "
@@ -283,6 +294,8 @@ def __free_cluster(si, ci: int) -> None:
 
 def swap_cluster_schedule_discard(si, ci: int) -> None:
     """Models ``swap_cluster_schedule_discard()``: to the discard list, then schedule the work."""
+    if si.cq[ci * CW + C_FLAGS] == CLUSTER_FLAG_FREE:        # VM_BUG_ON(ci->flags == CLUSTER_FLAG_FREE)
+        raise KernelBug(f"swap_cluster_schedule_discard: cluster {ci} is FREE")
     move_cluster(si, ci, LIST_DISCARD, CLUSTER_FLAG_DISCARD)
     si.schedule_discard_work()
 

@@ -25,6 +25,7 @@ from ..config import Config
 from ..substrate.layout import CLUSTER, DEVICE, Record
 from ..substrate.locks import LockClass
 from ..substrate.observe import Observers
+from ..substrate.preempt import Point, sched_point
 from ..substrate.state import SwapShm
 from .folio import Folios
 from .percpu import PercpuSwapCluster
@@ -36,7 +37,8 @@ from .task import Current
 __all__ = [
     "SwapInfo", "swap_usage_add", "swap_usage_sub", "get_swap_device_info", "put_swap_device",
     "vm_swap_full", "swap_usage_in_pages", "add_to_avail_list", "del_from_avail_list",
-    "SI_LOCK_OFF", "GLOBAL_LOCK_OFF", "AVAIL_LOCK_OFF", "CI_BYTES",
+    "SI_LOCK_OFF", "GLOBAL_LOCK_OFF", "AVAIL_LOCK_OFF", "CI_BYTES", "plist_types", "plist_add", "plist_del",
+    "plist_requeue",
 ]
 
 # Byte offsets of the device's lock words and hot counters, from the generated record.
@@ -44,9 +46,12 @@ SI_LOCK_OFF, GLOBAL_LOCK_OFF, AVAIL_LOCK_OFF = 8 * DEVICE.si_lock, 8 * DEVICE.gl
 _INUSE_OFF, _NR_SWAP_OFF, _USERS_OFF = 8 * DEVICE.inuse_pages, 8 * DEVICE.nr_swap_pages, 8 * DEVICE.users
 _DISCARD_WORK_OFF, _RECLAIM_WORK_OFF = 8 * DEVICE.discard_work, 8 * DEVICE.reclaim_work
 _FLAGS, _PAGES, _TOTAL, _ON_AVAIL = DEVICE.flags, DEVICE.pages, DEVICE.total_swap_pages, DEVICE.on_avail
+_PRIO = DEVICE.prio
 CI_BYTES = 8 * CLUSTER.size          # a cluster's record, and so the stride of its lock word
 _SI_LOCK, _GLOBAL_LOCK, _AVAIL_LOCK = (int(c) for c in (LockClass.SI_LOCK, LockClass.GLOBAL_CLUSTER_LOCK,
                                                         LockClass.SWAP_AVAIL_LOCK))
+
+_DEVICE_REF = int(Point.DEVICE_REF)
 
 SleepAlloc = Callable[[int], int]
 
@@ -73,6 +78,8 @@ class SwapInfo:
         self.nr_orders = cfg.nr_orders
         self.pmd_order = cfg.pmd_order
         self.ssd = cfg.ssd
+        # CONFIG_DEBUG_VM / CONFIG_LOCKDEP: the kernel's asserts that cost on the hot path (--lockdep)
+        self.debug_vm = cfg.lockdep
         self.cq, self.cr = shm.cq, shm.cr
         self.map = shm.map
         self.tq, self.tr = shm.tq, shm.tr
@@ -80,6 +87,18 @@ class SwapInfo:
         dev = Record(shm.dev_dt)
         self.heads = dev.heads
         self.global_next = dev.global_next
+        # si->type, and what percpu_swap_cluster.si[order] holds for this device (0 is NULL)
+        self.type = shm.type
+        self.tag = shm.type + 1
+        # every device by type (``swap_info[]``), shared by the handles of one process
+        self.devs: list[SwapInfo] = [self]
+        # this device's percpu_ref counts (one per worker, in its own workers segment)
+        self.refr = shm.wr
+        # swap_avail_lock and the avail/active plists live in the first device's record
+        first = shm.primary or shm
+        self.availq, self.availr = first.devq, first.devr
+        self.avail_base, self.active_base = dev.avail, dev.active
+        self.xdev_log = dev.xdev_log
 
     # -- device locks -----------------------------------------------------------------------------
     def si_lock(self) -> None:
@@ -95,10 +114,10 @@ class SwapInfo:
         self.devr.unlock(GLOBAL_LOCK_OFF, _GLOBAL_LOCK)
 
     def swap_avail_lock(self) -> None:
-        self.devr.lock(AVAIL_LOCK_OFF, _AVAIL_LOCK)
+        self.availr.lock(AVAIL_LOCK_OFF, _AVAIL_LOCK)
 
     def swap_avail_unlock(self) -> None:
-        self.devr.unlock(AVAIL_LOCK_OFF, _AVAIL_LOCK)
+        self.availr.unlock(AVAIL_LOCK_OFF, _AVAIL_LOCK)
 
     # -- device words -----------------------------------------------------------------------------
     @property
@@ -110,10 +129,14 @@ class SwapInfo:
 
     def on_avail(self) -> bool:
         """On ``swap_avail_head`` (read under ``swap_avail_lock``, as ``swap_alloc_slow`` walks it)."""
-        self.devr.lock(AVAIL_LOCK_OFF, _AVAIL_LOCK)
+        self.availr.lock(AVAIL_LOCK_OFF, _AVAIL_LOCK)
         on = self.devq[_ON_AVAIL]
-        self.devr.unlock(AVAIL_LOCK_OFF, _AVAIL_LOCK)
+        self.availr.unlock(AVAIL_LOCK_OFF, _AVAIL_LOCK)
         return bool(on)
+
+    @property
+    def prio(self) -> int:
+        return self.devq[_PRIO]
 
     def nr_swap_pages_add(self, nr: int) -> None:
         """``atomic_long_add(nr, &nr_swap_pages)``."""
@@ -155,6 +178,65 @@ def vm_swap_full(si: SwapInfo) -> bool:
     return si.devr.load(_NR_SWAP_OFF) * 2 < si.devq[_TOTAL]
 
 
+# -- the priority lists (plists of device types in device 0's record, under swap_avail_lock) -----------
+
+def plist_types(si: SwapInfo, base: int) -> list[int]:
+    """The device types on the plist at ``base`` (avail or active), head first."""
+    q = si.availq
+    return [q[base + 1 + i] for i in range(q[base])]
+
+
+def plist_add(si: SwapInfo, base: int) -> None:
+    """``plist_add``: after every device of a higher or equal priority."""
+    q, devs = si.availq, si.devs
+    n = q[base]
+    types = [q[base + 1 + i] for i in range(n)]
+    if si.type in types:
+        return
+    prio = si.prio
+    pos = n
+    for i, t in enumerate(types):
+        if devs[t].prio < prio:
+            pos = i
+            break
+    types.insert(pos, si.type)
+    for i, t in enumerate(types):
+        q[base + 1 + i] = t
+    q[base] = n + 1
+
+
+def plist_del(si: SwapInfo, base: int) -> None:
+    """``plist_del``."""
+    q = si.availq
+    types = [q[base + 1 + i] for i in range(q[base])]
+    if si.type not in types:
+        return
+    types.remove(si.type)
+    for i, t in enumerate(types):
+        q[base + 1 + i] = t
+    q[base] = len(types)
+
+
+def plist_requeue(si: SwapInfo, base: int) -> None:
+    """``plist_requeue``: move the device behind the last device of its priority."""
+    q, devs = si.availq, si.devs
+    n = q[base]
+    types = [q[base + 1 + i] for i in range(n)]
+    if si.type not in types:
+        return
+    i = types.index(si.type)
+    prio = si.prio
+    j = i
+    while j + 1 < n and devs[types[j + 1]].prio == prio:
+        j += 1
+    if j == i:
+        return
+    del types[i]
+    types.insert(j, si.type)
+    for k, t in enumerate(types):
+        q[base + 1 + k] = t
+
+
 def del_from_avail_list(si: SwapInfo, swapoff: bool) -> None:
     """Models ``del_from_avail_list()``: take the device off the avail list, setting OFFLIST."""
     si.swap_avail_lock()
@@ -164,10 +246,12 @@ def del_from_avail_list(si: SwapInfo, swapoff: bool) -> None:
         if not si.devr.load(_INUSE_OFF) & SWAP_USAGE_OFFLIST_BIT:
             si.devr.fetch_add(_INUSE_OFF, SWAP_USAGE_OFFLIST_BIT)
         si.devq[_ON_AVAIL] = 0
+        plist_del(si, si.avail_base)
     else:
         pages = si.devq[_PAGES]
         if si.devr.cmpxchg(_INUSE_OFF, pages, pages | SWAP_USAGE_OFFLIST_BIT) == pages:
             si.devq[_ON_AVAIL] = 0
+            plist_del(si, si.avail_base)
     si.swap_avail_unlock()
 
 
@@ -179,6 +263,7 @@ def add_to_avail_list(si: SwapInfo, swapon: bool) -> None:
     if si.devq[_FLAGS] & SWP_WRITEOK and si.devr.load(_INUSE_OFF) & SWAP_USAGE_OFFLIST_BIT:
         si.devr.fetch_add(_INUSE_OFF, -SWAP_USAGE_OFFLIST_BIT)
         si.devq[_ON_AVAIL] = 1
+        plist_add(si, si.avail_base)
     si.swap_avail_unlock()
 
 
@@ -197,9 +282,14 @@ def swap_usage_sub(si: SwapInfo, nr: int) -> None:
 
 
 def get_swap_device_info(si: SwapInfo) -> bool:
-    """Models ``get_swap_device_info()``: ``percpu_ref_tryget_live(&si->users)``."""
-    wr, ref = si.cur.wr, si.cur.ref_off
+    """Models ``get_swap_device_info()``: ``percpu_ref_tryget_live(&si->users)``.
+
+    The reference is taken before ``users`` is read (the Dekker pair with swapoff's kill and
+    drain): a preemption point between the two lets a test run swapoff's kill right there.
+    """
+    wr, ref = si.refr, si.cur.ref_off
     wr.fetch_add(ref, 1)
+    sched_point(_DEVICE_REF)
     if si.devr.load(_USERS_OFF):
         wr.fetch_add(ref, -1)
         return False
@@ -208,4 +298,4 @@ def get_swap_device_info(si: SwapInfo) -> bool:
 
 def put_swap_device(si: SwapInfo) -> None:
     """Models ``put_swap_device()``."""
-    si.cur.wr.fetch_add(si.cur.ref_off, -1)
+    si.refr.fetch_add(si.cur.ref_off, -1)

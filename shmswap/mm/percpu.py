@@ -1,7 +1,8 @@
 """``struct percpu_swap_cluster``: each CPU's cluster cache and the local lock that guards it.
 
-Models the per-CPU area of mm/swapfile.c: ``percpu_swap_cluster.si[order]`` (the cached device,
-1 = this device), ``percpu_swap_cluster.offset[order]`` (where the next allocation of that order
+Models the per-CPU area of mm/swapfile.c: ``percpu_swap_cluster.si[order]`` (the cached device's
+type + 1, 0 = NULL: one pair per CPU for all devices), ``percpu_swap_cluster.offset[order]``
+(where the next allocation of that order
 should look) and ``local_lock(&percpu_swap_cluster.lock)``, held across an allocation on the CPU;
 and ``flush_percpu_swap_cluster``, which swapoff uses to clear ``si[]`` on every CPU while
 leaving ``offset[]`` stale, exactly as the kernel does.
@@ -34,18 +35,19 @@ class PercpuSwapCluster:
         self.lock_word = rec.lock
 
     def si(self, cpu: int, order: int) -> int:
-        """``per_cpu(percpu_swap_cluster.si[order], cpu)``: 1 if it caches this device."""
+        """``per_cpu(percpu_swap_cluster.si[order], cpu)``: the cached device's type + 1, 0 NULL."""
         return self.pq[cpu * self.words + self.si_base + order]
 
     def offset(self, cpu: int, order: int) -> int:
         """``per_cpu(percpu_swap_cluster.offset[order], cpu)``."""
         return self.pq[cpu * self.words + self.offset_base + order]
 
-    def set(self, cpu: int, order: int, offset: int) -> None:
-        """``this_cpu_write`` of ``offset[order]`` and ``si[order]`` (alloc_swap_scan_cluster)."""
+    def set(self, cpu: int, order: int, offset: int, tag: int = 1) -> None:
+        """``this_cpu_write`` of ``offset[order]`` and ``si[order]`` (alloc_swap_scan_cluster);
+        ``tag`` is the device's type + 1."""
         base = cpu * self.words
         self.pq[base + self.offset_base + order] = offset
-        self.pq[base + self.si_base + order] = 1
+        self.pq[base + self.si_base + order] = tag
 
     def local_lock(self, cpu: int) -> None:
         self.pr.lock((cpu * self.words + self.lock_word) * 8, _LOCAL_LOCK)

@@ -24,7 +24,7 @@ from .swap import NULL_TABLE, KernelBug
 __all__ = [
     "null_to_swp_tb", "shadow_swp_to_tb", "folio_to_swp_tb", "swp_tb_is_null", "swp_tb_is_shadow",
     "swp_tb_is_folio", "swp_tb_to_folio", "swp_tb_to_shadow", "__swap_table_set", "__swap_table_xchg",
-    "__swap_table_get", "swap_table_get", "__swap_cache_clear_shadow",
+    "__swap_table_get", "swap_table_get", "__swap_cache_clear_shadow", "swap_cluster_assert_table_empty",
 ]
 
 _TABLE_OFF = C_TABLE * 8
@@ -139,3 +139,18 @@ def __swap_cache_clear_shadow(si, ci: int, entry: int, nr: int) -> None:
         old = tr.xchg(_entry_byte(si, ci, off + i), 0)
         if old and not old & 1:
             si.cur.warn(f"__swap_cache_clear_shadow: freed slot {entry + i} still held folio {swp_tb_to_folio(old)}")
+
+
+def swap_cluster_assert_table_empty(si, ci: int, start: int, nr: int) -> None:
+    """Models ``swap_cluster_assert_table_empty()`` (CONFIG_DEBUG_VM): slots about to be allocated
+    have null entries (``VM_WARN_ON_ONCE(!swp_tb_is_null(swp_tb))``).  ``ci->lock`` held."""
+    table = si.cq[ci * CW + C_TABLE]
+    if table == NULL_TABLE:
+        raise KernelBug(f"swap_cluster_assert_table_empty: cluster {ci} has a NULL table")
+    off = start & (si.spc - 1)
+    tq, base = si.tq, table * si.spc
+    for i in range(off, off + nr):
+        if tq[base + i]:
+            si.cur.warn(f"swap_cluster_assert_table_empty: slot {start + i - off} of cluster {ci} being "
+                        f"allocated has entry {tq[base + i]:#x}, not null")
+            return

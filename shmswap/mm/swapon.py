@@ -22,7 +22,7 @@ from ..config import Config
 from ..substrate.layout import DEVICE, LIST_FREE, list_nonfull
 from ..substrate.state import SwapShm
 from .cluster import C_COUNT, C_TABLE, CW, ci_lock, ci_unlock, swap_cluster_free_table
-from .device import SwapInfo, del_from_avail_list
+from .device import SwapInfo, del_from_avail_list, plist_add, plist_del
 from .slab import TableSlab
 from .swap import (
     CLUSTER_FLAG_FREE,
@@ -36,9 +36,11 @@ from .swap import (
 )
 from .work import flush_scheduled_work
 
-__all__ = ["swapon", "swapoff", "wait_for_allocation", "free_cluster_info", "reserved_slots_per_cluster"]
+__all__ = ["swapon", "enable_swap_info", "swapoff", "wait_for_allocation", "free_cluster_info",
+           "reserved_slots_per_cluster"]
 
 _USERS_OFF = 8 * DEVICE.users
+_PRIO, _ON_AVAIL = DEVICE.prio, DEVICE.on_avail
 
 
 def reserved_slots_per_cluster(cfg: Config) -> np.ndarray:
@@ -95,6 +97,18 @@ def swapon(shm: SwapShm, slab: TableSlab) -> None:
     dev["global_next"][:] = 0
 
 
+def enable_swap_info(si: SwapInfo, prio: int) -> None:
+    """Models ``enable_swap_info()``'s lists: set the priority, then under ``swap_avail_lock``
+    add the device to ``swap_active_head`` and ``swap_avail_head`` (plist order: by priority,
+    behind the devices of the same priority)."""
+    si.swap_avail_lock()
+    si.devq[_PRIO] = prio
+    plist_add(si, si.active_base)
+    if si.devq[_ON_AVAIL]:
+        plist_add(si, si.avail_base)
+    si.swap_avail_unlock()
+
+
 def _link_in_order(shm: SwapShm, lst: int, idx: np.ndarray) -> None:
     """Link clusters ``idx`` (ascending) as list ``lst``, all at once."""
     clu, heads = shm.clu, shm.dev["heads"]
@@ -128,6 +142,9 @@ def swapoff(si: SwapInfo, try_to_unuse: Callable[[SwapInfo], None], drain_timeou
     si.pcp.flush()
     free_cluster_info(si)
     dev["flags"] = 0
+    si.swap_avail_lock()
+    plist_del(si, si.active_base)        # off swap_active_head
+    si.swap_avail_unlock()
 
 
 def wait_for_allocation(si: SwapInfo) -> None:

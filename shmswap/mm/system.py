@@ -1,4 +1,4 @@
-"""One swap device and everything a process needs to act on it.
+"""The swap devices and everything a process needs to act on them.
 
 ``SwapSystem.create(cfg)`` is the owner's side: create the segments and swapon.  ``attach`` is
 every other process's side.  The constructor builds this process's objects once, each handed its
@@ -25,7 +25,7 @@ from .device import SleepAlloc, SwapInfo
 from .folio import Folios
 from .rcu import Rcu, ReaderSupervisor
 from .slab import TableSlab
-from .swapon import swapon
+from .swapon import enable_swap_info, swapon
 from .task import Current, MigrationPolicy, Task
 from .variants import Variant
 from .work import run_pending_work
@@ -64,16 +64,42 @@ class SwapSystem:
         self.si = SwapInfo(shm, self.variant, self.slab, self.rcu, self.folios, self.cur, self.observers,
                            sleep_alloc or SleepingAllocator(self.slab, cfg.sleep_latency_us))
         self.handoff = HandoffRing(shm)
+        # swap_info[]: every device by type; type 0 is ``si``.  Further devices are added by
+        # ``add_device`` (their own device, cluster, map, slab and table segments).
+        self.devices: list[SwapInfo] = [self.si]
+        self.si.devs = self.devices
+        self.device_shms: list[SwapShm] = [shm]
+        self.slabs: list[TableSlab] = [self.slab]
+        self.prios: list[int] = []
+
+    def add_device(self, dcfg: Config, shm: SwapShm) -> SwapInfo:
+        """A further device's handle on its segments ``shm`` (swap type ``len(devices)``)."""
+        slab = TableSlab(shm, self.rcu, self.observers, dcfg.atomic_fail, dcfg.sleep_fail, seed=dcfg.seed + shm.type)
+        si = SwapInfo(shm, self.variant, slab, self.rcu, self.folios, self.cur, self.observers,
+                      SleepingAllocator(slab, dcfg.sleep_latency_us))
+        si.devs = self.devices
+        self.devices.append(si)
+        self.device_shms.append(shm)
+        self.slabs.append(slab)
+        return si
 
     @classmethod
     def create(cls, cfg: Config, n_workers: int | None = None, **kw) -> SwapSystem:
         """Create the segments and swapon (the owner)."""
         shm = SwapShm.create(cfg, n_workers)
+        system = None
         try:
             system = cls(cfg, shm, **kw)
-            system.slab.init_empty()
-            swapon(shm, system.slab)
+            for i, (dcfg, prio) in enumerate(cfg.device_configs()):
+                si = system.si if i == 0 else system.add_device(dcfg, SwapShm.create_device(dcfg, shm, i))
+                si.slab.init_empty()
+                swapon(si.shm, si.slab)
+                enable_swap_info(si, prio)
         except BaseException:
+            if system is not None:
+                for extra in system.device_shms[1:]:
+                    extra.close()
+                    extra.unlink()
             shm.close()
             shm.unlink()
             raise
@@ -112,7 +138,8 @@ class SwapSystem:
 
     def run_pending_work(self, grace_period: bool | None = None) -> None:
         """The manager's duties: the scheduled work items, then grace periods and RCU callbacks."""
-        run_pending_work(self.si, self.slab, self.rcu, grace_period)
+        for si in self.devices:
+            run_pending_work(si, si.slab, self.rcu, grace_period)
 
     def close(self) -> None:
         if self.shm is not None:
@@ -120,6 +147,11 @@ class SwapSystem:
             self.observers.clear()
             self.si = None
             self.slab = None
+            extra, self.device_shms = self.device_shms[1:], []
+            self.devices, self.slabs = [], []
+            for d in extra:
+                d.close()
+                d.unlink()
             shm.close()
             shm.unlink()
 

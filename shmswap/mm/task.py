@@ -72,6 +72,7 @@ class Current:
         self.wq, self.wr = shm.wq, shm.wr
         self.obs = observers
         self.warnings: list[str] = []
+        self.alloc_si = None          # the device the last successful allocation came from (its type)
         self.stat_base = self.rec_base = self.ref_off = 0
         self.wid = -1
 

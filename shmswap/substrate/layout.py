@@ -18,13 +18,16 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "CACHELINE", "CLUSTER_DTYPE", "FOLIO_DTYPE", "OBJ_DTYPE", "PAGE_DTYPE", "Record", "words_dtype",
+    "CACHELINE", "MAX_SWAPFILES", "XDEV_LOG", "CLUSTER_DTYPE", "FOLIO_DTYPE",
+    "OBJ_DTYPE", "PAGE_DTYPE", "Record", "words_dtype",
     "CLUSTER", "FOLIO", "OBJ", "PAGE", "DEVICE",
     "device_dtype", "percpu_dtype", "word", "nr_lists", "list_nonfull", "list_frag",
     "LIST_FREE", "LIST_FULL", "LIST_DISCARD", "LIST_NAMES",
 ]
 
 CACHELINE = 64
+MAX_SWAPFILES = 32      # include/linux/swap.h (with no special types configured)
+XDEV_LOG = 64           # W12 events kept per device (the count in ``xdev`` goes on)
 
 
 def _i64(*names: str) -> list[tuple[str, str]]:
@@ -87,16 +90,24 @@ def device_dtype(nr_orders: int) -> np.dtype:
     88   discard_work       discard work scheduled (a count of schedule_work calls not yet run)
     96   reclaim_work       reclaim work scheduled (count)
     104  abort              set by a supervisor: lock waiters raise instead of waiting on
-    112  pad
-    120  pad
+    112  prio               the device's priority (swap_info_struct.prio)
+    120  xdev               model annotation: seed re-checks that read another device's offset (W12)
     128  global_next[o]     si->global_cluster->next[o] (HDD only), 0 = SWAP_ENTRY_INVALID
     ...  heads[l][3]        cluster list l: first, last (cluster index, -1 none), length
+    ...  avail[1 + MAX_SWAPFILES]   device 0's record only: swap_avail_head as a plist, avail[0]
+                        entries, then device types in priority order (equal priorities rotate);
+                        its swap_avail_lock is device 0's avail_lock word
+    ...  active[1 + MAX_SWAPFILES]  device 0's record only: swap_active_head, the same way
+    ...  xdev_log[XDEV_LOG][2]      seed W12 events: (packed word, cluster/offset)
     """
     fields = _i64("si_lock", "global_lock", "avail_lock", "flags", "max", "pages", "inuse_pages",
                   "nr_swap_pages", "total_swap_pages", "users", "on_avail", "discard_work",
-                  "reclaim_work", "abort", "pad0", "pad1")
+                  "reclaim_work", "abort", "prio", "xdev")
     fields.append(("global_next", "<i8", (nr_orders,)))
     fields.append(("heads", "<i8", (nr_lists(nr_orders), 3)))
+    fields.append(("avail", "<i8", (1 + MAX_SWAPFILES,)))
+    fields.append(("active", "<i8", (1 + MAX_SWAPFILES,)))
+    fields.append(("xdev_log", "<i8", (XDEV_LOG, 2)))
     return np.dtype(fields)
 
 
@@ -105,7 +116,7 @@ def percpu_dtype(nr_orders: int) -> np.dtype:
 
     field    meaning
     lock     local_lock(&percpu_swap_cluster.lock): held across an allocation on this CPU
-    si[o]    cached device for order o: 1 = this device, 0 = NULL (one device per run)
+    si[o]    cached device for order o: its type + 1, 0 = NULL (one pair per CPU for all devices)
     offset[o] the likely next slot for order o, 0 = SWAP_ENTRY_INVALID
     """
     used = 8 * (1 + 2 * nr_orders)

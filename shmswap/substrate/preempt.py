@@ -32,6 +32,7 @@ class Point(IntEnum):
     RECLAIM_WINDOW = 12       # cluster_reclaim_range / full reclaim: ci->lock dropped (a=cluster, b=slot)
     DISCARD_WINDOW = 13       # swap_do_scheduled_discard: si->lock dropped around the I/O (a=cluster)
     READER = 14               # swap_table_get: table pointer loaded, entry not yet (a=table, b=offset)
+    DEVICE_REF = 15           # get_swap_device_info: the reference taken, si->users not yet read
 
 
 def install(hook: Callable[[int, int, int], None] | None) -> Callable | None:

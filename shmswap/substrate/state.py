@@ -172,8 +172,18 @@ class SwapShm:
     _regions: list = []
     _views: list = []
 
-    def __init__(self, cfg: Config, n_workers: int, names: dict[str, str] | None = None) -> None:
+    # A further device (swap type > 0) has its own device, cluster, map, slab and table segments
+    # and its own workers segment (its percpu_ref counts); the per-CPU caches, folios, RCU,
+    # hand-off ring and run control are the first device's (one per system, as in the kernel).
+    DEVICE_SEGMENTS = ("device", "clusters", "swap_map", "slab", "tables", "workers")
+    SHARED_VIEWS = ("pcp", "pq", "pr", "folios", "fq", "fr", "rcu_hdr", "readers", "rq", "rr", "hq", "hr",
+                    "ctlq", "ctlr")
+
+    def __init__(self, cfg: Config, n_workers: int, names: dict[str, str] | None = None,
+                 primary: SwapShm | None = None, type: int = 0) -> None:  # noqa: A002 - si->type
         self.cfg = cfg
+        self.type = type
+        self.primary = primary
         self.geo = geo = Geometry.of(cfg, n_workers)
         self.segs = {}
         self._regions = []
@@ -201,7 +211,7 @@ class SwapShm:
         self.owner = names is None
         prefix = new_run_prefix() if names is None else None
         try:
-            for seg in self.SEGMENTS:
+            for seg in (self.SEGMENTS if primary is None else self.DEVICE_SEGMENTS):
                 if names is None:
                     self.segs[seg] = Segment(prefix + seg, sizes[seg], create=True)
                 else:
@@ -219,6 +229,15 @@ class SwapShm:
     @classmethod
     def attach(cls, cfg: Config, n_workers: int, names: dict[str, str]) -> SwapShm:
         return cls(cfg, n_workers, names)
+
+    @classmethod
+    def create_device(cls, cfg: Config, primary: SwapShm, type: int) -> SwapShm:  # noqa: A002
+        """A further device's segments (swap type ``type``), sharing ``primary``'s per-system ones."""
+        return cls(cfg, primary.geo.n_workers, None, primary, type)
+
+    @classmethod
+    def attach_device(cls, cfg: Config, primary: SwapShm, type: int, names: dict[str, str]) -> SwapShm:  # noqa: A002
+        return cls(cfg, primary.geo.n_workers, names, primary, type)
 
     def names(self) -> dict[str, str]:
         return {k: s.name for k, s in self.segs.items()}
@@ -238,14 +257,29 @@ class SwapShm:
         return np.frombuffer(self.segs[seg].buf, dtype=dtype, count=count, offset=offset)
 
     def _map_views(self, geo: Geometry) -> None:
+        if self.primary is not None:
+            self._map_device_views(geo)
+            for attr in self.SHARED_VIEWS:
+                setattr(self, attr, getattr(self.primary, attr))
+            return
+        self._map_device_views(geo)
+        self.pcp = self._np("percpu", self.pcp_dt, geo.n_workers)
+        self.pq, self.pr = self._q("percpu"), self._region("percpu")
+        self.folios = self._np("folios", FOLIO_DTYPE, geo.n_workers * geo.folios_per_worker)
+        self.fq, self.fr = self._q("folios"), self._region("folios")
+        self.rcu_hdr = self._np("rcu", self.rcu_hdr_dt, 1)[0]
+        self.readers = self._np("rcu", self.rcu_dt, geo.n_workers, self.rcu_hdr_dt.itemsize)
+        self.rq, self.rr = self._q("rcu"), self._region("rcu")
+        self.hq, self.hr = self._q("handoff"), self._region("handoff")
+        self.ctlq, self.ctlr = self._q("control"), self._region("control")
+
+    def _map_device_views(self, geo: Geometry) -> None:
         self.dev = self._np("device", self.dev_dt, 1)[0]
         self.devq, self.devr = self._q("device"), self._region("device")
         self.clu = self._np("clusters", CLUSTER_DTYPE, geo.nr_clusters)
         self.cq, self.cr = self._q("clusters"), self._region("clusters")
         self.map = self._q("swap_map", "B")
         self.map_np = self._np("swap_map", np.uint8, geo.max_slots)
-        self.pcp = self._np("percpu", self.pcp_dt, geo.n_workers)
-        self.pq, self.pr = self._q("percpu"), self._region("percpu")
         hdr = self.slab_hdr_dt.itemsize
         self.slab_hdr = self._np("slab", self.slab_hdr_dt, 1)[0]
         self.objs = self._np("slab", OBJ_DTYPE, geo.n_objs, hdr)
@@ -253,15 +287,8 @@ class SwapShm:
         self.sq, self.sr = self._q("slab"), self._region("slab")
         self.tq, self.tr = self._q("tables"), self._region("tables")
         self.tables_np = self._np("tables", np.int64, geo.n_objs * geo.spc).reshape(geo.n_objs, geo.spc)
-        self.folios = self._np("folios", FOLIO_DTYPE, geo.n_workers * geo.folios_per_worker)
-        self.fq, self.fr = self._q("folios"), self._region("folios")
-        self.rcu_hdr = self._np("rcu", self.rcu_hdr_dt, 1)[0]
-        self.readers = self._np("rcu", self.rcu_dt, geo.n_workers, self.rcu_hdr_dt.itemsize)
-        self.rq, self.rr = self._q("rcu"), self._region("rcu")
         self.workers = self._np("workers", self.wk_dt, geo.n_workers)
         self.wq, self.wr = self._q("workers"), self._region("workers")
-        self.hq, self.hr = self._q("handoff"), self._region("handoff")
-        self.ctlq, self.ctlr = self._q("control"), self._region("control")
 
     # -- lifetime -------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -271,6 +298,8 @@ class SwapShm:
         for v in self._views:
             v.release()
         self._regions, self._views = [], []
+        for attr in self.SHARED_VIEWS if self.primary is not None else ():
+            self.__dict__.pop(attr, None)
         for attr in ("dev", "clu", "map_np", "pcp", "slab_hdr", "objs", "pages", "folios", "rcu_hdr",
                      "readers", "workers", "tables_np", "devq", "cq", "map", "pq", "sq", "tq", "fq", "rq", "wq",
                      "hq", "ctlq"):

@@ -8,6 +8,7 @@ from shmswap.checks.checker import INVARIANTS
 from shmswap.checks.faults import lose_cluster
 from shmswap.config import Config
 from shmswap.mm.alloc_table import LOST_T6B, lost_word
+from shmswap.mm.allocator import cluster_alloc_range
 from shmswap.mm.cluster import ci_lock, ci_unlock, list_del
 from shmswap.mm.swap import CLUSTER_FLAG_DISCARD, CLUSTER_FLAG_FRAG, CLUSTER_FLAG_FULL, CLUSTER_FLAG_NONE
 from shmswap.mm.swap_table import folio_to_swp_tb
@@ -210,8 +211,8 @@ def test_percpu_and_hdd_cursors(busy, make_system):
 
 def test_locks_held_at_quiescence(busy):
     s, si = busy, busy.si
+    si.pcp.local_lock(1)                    # the order of reference §2.6: local lock, then ci->lock
     ci_lock(si, 4)
-    si.pcp.local_lock(1)
     res = run_check(s)
     assert kinds(res) == {"no lock held at quiescence"}
     assert set(where(res, "no lock held at quiescence")) == {"cluster 4", "CPU 1"}
@@ -275,3 +276,45 @@ def test_full_cluster_with_a_wrong_count(busy):
     s.shm.clu["flags"][1] = CLUSTER_FLAG_FULL
     res = run_check(s)
     assert "cluster 1" in where(res, "I-rest-counts")
+
+
+# -- I-order-0-only-mixing and I-lock-order (issue 7 item 3) ---------------------------------------------
+
+def test_order2_folio_in_an_order1_cluster_is_a_violation(make_system):
+    """Reference §9 I-order-0-only-mixing: an order-2 folio in a cluster whose ``ci->order`` is 1."""
+    s = make_system(orders={0: 0.5, 2: 0.5})
+    e = alloc_folio(s, 2, CACHED)                         # the folio stays in the table
+    assert alloc_folio(s, 2, CACHED) == e + 4             # the cluster is FULL: on no order's list
+    c = e // s.si.spc
+    assert int(s.shm.clu["order"][c]) == 2
+    assert_clean(s)
+    s.shm.clu["order"][c] = 1
+    res = run_check(s)
+    assert "I-order-0-only-mixing" in INVARIANTS
+    assert where(res, "I-order-0-only-mixing") == [f"cluster {c}"] * 2      # one per folio
+    assert kinds(res) == {"I-order-0-only-mixing"}
+    assert "order-2 folio" in res.violations[0].reason
+    s.shm.clu["order"][c] = 2
+    assert_clean(s)
+
+
+def test_order_mixing_allocation_warns(system):
+    """The allocation-time side: ``cluster_alloc_range`` of order 2 into a non-empty order-1 cluster."""
+    from_ = alloc_folio(system, 1, SWAPPED)
+    si, c = system.si, from_ // system.si.spc
+    ci_lock(si, c)
+    assert cluster_alloc_range(si, c, (c * si.spc) + 4, 1, 2)
+    ci_unlock(si, c)
+    res = run_check(system)
+    assert "I-order-0-only-mixing" in kinds(res)
+    assert any("order-2 allocation" in v.reason for v in res.violations)
+
+
+def test_lockdep_warnings_are_lock_order_violations(busy):
+    busy.si.cur.warn("lockdep: blocking lock of ci_lock while holding si_lock at somewhere")
+    busy.si.cur.warn("something odd")
+    res = run_check(busy)
+    assert kinds(res) == {"I-lock-order", "no kernel WARN"}
+    assert where(res, "I-lock-order") == ["kernel"]
+    assert [v.reason for v in res.violations if v.invariant == "no kernel WARN"] == [
+        "1 WARN conditions met: something odd"]

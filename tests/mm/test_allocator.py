@@ -536,3 +536,38 @@ def test_w2_stale_isolator_leaves_a_nonempty_cluster_on_the_discard_list(make_sy
     assert int(clu["flags"][C]) == CLUSTER_FLAG_FREE and int(clu["table"][C]) == -1
     assert any("not empty (count 1)" in w for w in s.warnings)
     assert {"I-free", "I-table-needed", "no kernel WARN"} <= {v.invariant for v in run_check(s).violations}
+
+
+def test_order0_steals_from_frag_before_nonfull_of_the_same_order(make_system):
+    """Reference §4.4: order 0 steals, for each higher order o, from ``frag_clusters[o]`` first and
+    only then from ``nonfull_clusters[o]``.  Both lists of order 1 are populated here, so scanning
+    ``nonfull[o]`` first takes the other cluster (issue 7 item 6a)."""
+    s = make_system(clusters=4)
+    assert [alloc_folio(s, 0, SWAPPED) for _ in range(7)] == list(range(1, 8))     # cluster 0 FULL
+    assert [alloc_folio(s, 1, SWAPPED) for _ in range(4)] == [8, 10, 12, 14]       # cluster 1 FULL
+    assert [alloc_folio(s, 1, SWAPPED) for _ in range(2)] == [16, 18]              # cluster 2: FRAG[1]
+    assert alloc_folio(s, 3, SWAPPED) == 24                                        # cluster 3 FULL
+    release(s, 8)                                                                  # cluster 1: NONFULL[1]
+    assert walk(s, list_frag(1)) == [2] and walk(s, list_nonfull(1)) == [1]
+    assert walk(s, LIST_FREE) == [] and walk(s, list_nonfull(0)) == [] and walk(s, list_frag(0)) == []
+    s.si.pcp.set(0, 0, 0)
+    assert alloc_folio(s, 0, SWAPPED) == 20          # frag_clusters[1] (cluster 2), not nonfull (cluster 1)
+    assert int(s.shm.clu["order"][2]) == 1
+    assert_clean(s)
+
+
+def test_cached_offset_is_not_carried_past_the_cluster_end(make_system):
+    """``alloc_swap_scan_cluster`` caches the next offset only while it is inside the cluster
+    (``offset <= end``): an allocation of the cluster's last slot, with a hole left earlier (count
+    below the cluster size), must leave this CPU's offset[0] at 0, not at the next cluster's first
+    slot (issue 7 item 6: until now only random multiprocess runs caught its loss, now and then)."""
+    s = make_system(clusters=4)
+    assert [alloc_folio(s, 0, SWAPPED) for _ in range(6)] == list(range(1, 7))
+    release(s, 2)                                         # a hole: the cluster cannot become full
+    assert s.si.pcp.offset(0, 0) == 7
+    assert alloc_folio(s, 0, SWAPPED) == 7                # the fast path takes the last slot
+    assert int(s.shm.clu["count"][0]) == 7
+    assert s.si.pcp.offset(0, 0) == 0                     # not 8, the first slot of cluster 1
+    assert walk(s, list_frag(0)) == [0]
+    assert alloc_folio(s, 0, SWAPPED) == 8                # the slow path: free_clusters before frag
+    assert_clean(s)

@@ -147,7 +147,8 @@ def test_isolate_lock_cluster_empty_list(system):
     si.pcp.local_unlock(0)
 
 
-def test_isolate_lock_cluster_skips_a_cluster_locked_by_another_worker(system):
+def test_isolate_lock_cluster_skips_a_cluster_locked_by_another_worker(make_system):
+    system = make_system(n_workers=3)
     si = system.si
     me, other = system.tasks[0], system.tasks[1]
     system.switch_to(other)
@@ -161,16 +162,19 @@ def test_isolate_lock_cluster_skips_a_cluster_locked_by_another_worker(system):
     assert walk(system, LIST_FREE)[0] == 1          # the busy cluster stays where it was
     relocate_cluster(si, ci)
     ci_unlock(si, ci)
-    # every node contended: NULL for a non-empty list
-    system.switch_to(other)
+    # every node contended: NULL for a non-empty list (a third worker holds cluster 0: no task
+    # holds two ci->locks, reference §9 I-lock-order)
+    third = system.tasks[2]
+    system.switch_to(third)
     ci_lock(si, 0)
     system.switch_to(me)
     assert isolate_lock_cluster(si, list_nonfull(0), 0) == -1
     assert stat(system, Stat.TRYLOCK_SKIPS) == 2
     assert walk(system, list_nonfull(0)) == [0]
     si.pcp.local_unlock(0)
-    system.switch_to(other)
+    system.switch_to(third)
     ci_unlock(si, 0)
+    system.switch_to(other)
     ci_unlock(si, 1)
     system.switch_to(me)
     si.cur.set_rec_cluster(-1)

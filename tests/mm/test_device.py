@@ -9,6 +9,8 @@ from conftest import alloc_folio, assert_clean, release
 from shmswap.mm.device import get_swap_device_info, put_swap_device, swap_usage_in_pages, vm_swap_full
 from shmswap.mm.swap import SWAP_USAGE_OFFLIST_BIT
 from shmswap.substrate.layout import DEVICE
+from shmswap.substrate.observe import Observer
+from shmswap.substrate.preempt import Point
 
 # -- usage, avail list and vm_swap_full ----------------------------------------------------------------
 
@@ -46,3 +48,35 @@ def test_device_ref(system):
     assert not get_swap_device_info(si)
     assert int(ref[0]) == 0
     assert alloc_folio(system, 0) == -errno.ENOMEM
+
+
+class KillAtDeviceRef(Observer):
+    """At ``get_swap_device_info``'s preemption point, run swapoff's ``percpu_ref_kill`` and look
+    whether the references have drained, as ``_kill_users`` would (once)."""
+
+    def __init__(self, system) -> None:
+        self.system = system
+        self.drained: bool | None = None
+
+    def sched_point(self, kind, a, b) -> None:
+        if kind != Point.DEVICE_REF or self.drained is not None:
+            return
+        self.system.si.devr.store(8 * DEVICE.users, 1)                       # percpu_ref_kill
+        self.drained = int(self.system.shm.workers["rec"]["ref"].sum()) == 0   # swapoff would go on
+
+
+def test_device_ref_is_taken_before_users_is_read(system):
+    """Issue 7 item 6c: swapoff's kill lands between the getter's reference and its read of
+    ``users``.  The getter must then either be seen by the drain or see the kill; never both
+    missed (a getter that reads ``users`` first and then takes its reference uses a device that
+    swapoff believes has no users)."""
+    si = system.si
+    obs = system.add_observer(KillAtDeviceRef(system))
+    try:
+        got = get_swap_device_info(si)
+    finally:
+        system.system.observers.remove(obs)
+    assert obs.drained is not None, "no preemption point inside get_swap_device_info"
+    assert not (obs.drained and got), "swapoff saw no user, yet the getter took the device"
+    assert obs.drained is False and got is False
+    assert int(system.shm.workers["rec"]["ref"].sum()) == 0

@@ -15,14 +15,16 @@ from conftest import (
     assert_clean,
     release,
     release_all,
+    run_check,
     small_config,
     stat,
 )
 from helpers import walk
 
+from shmswap.checks.checker import CheckResult, check_swapoff
 from shmswap.config import Config
 from shmswap.mm import system as system_mod
-from shmswap.mm.device import swap_usage_in_pages
+from shmswap.mm.device import del_from_avail_list, swap_usage_in_pages
 from shmswap.mm.slab import OBJ_INUSE
 from shmswap.mm.swap import (
     CLUSTER_FLAG_FREE,
@@ -235,3 +237,26 @@ def test_system_is_a_context_manager():
         assert names <= set(leftover_segments())
     assert not names & set(leftover_segments())
     s.close()                                     # idempotent
+
+
+def test_a_free_during_swapoff_leaves_the_device_off_the_avail_list(system):
+    """Issue 7 item 6b: swapoff's ``del_from_avail_list`` clears SWP_WRITEOK and sets OFFLIST; the
+    frees of ``try_to_unuse`` then see OFFLIST, and ``add_to_avail_list`` must leave the device off
+    the list because SWP_WRITEOK is clear (reference §2.5).  I-avail holds at the quiescence after
+    the first free, and the swapoff account (``check_swapoff``) says so too."""
+    s, si = system, system.si
+    entries = [alloc_folio(s, 0, SWAPPED) for _ in range(3)]
+    assert si.on_avail()
+    del_from_avail_list(si, True)                        # swapoff's first step
+    release(s, entries[0])                               # a free while swapoff runs: swap_usage_sub
+    assert not si.on_avail()
+    assert int(s.shm.dev["inuse_pages"]) & SWAP_USAGE_OFFLIST_BIT
+    assert "I-avail" not in {v.invariant for v in run_check(s).violations}
+    manager = s.tasks[-1]
+    s.switch_to(manager)
+    swapoff(si, _unuse_everything(s, manager))           # the rest freed by try_to_unuse
+    s.system.run_pending_work()
+    assert not si.on_avail()
+    res = CheckResult()
+    check_swapoff(s.shm, res, [])
+    assert res.violations == [], res.violations

@@ -352,3 +352,23 @@ def test_a_1t_device_costs_no_more_than_the_memory_it_uses(tmp_path):
         assert mem["samples"] >= 2 and mem["processes"] == 5 and mem["peak_pss_mib"] > 0
         peak[size] = mem["peak_pss_mib"]
     assert peak["1T"] - peak["1G"] < 64, peak
+
+
+def test_lockdep_run_is_clean(tmp_path):
+    """``--lockdep``: every worker and the manager check the lock order; a real run breaks none."""
+    rc, out, data = shmswap_run([*SMALL, "--lockdep"], tmp_path)
+    assert rc == 0, out
+    assert data["config"]["lockdep"] is True
+    assert "I-lock-order" in data["invariants"]["checked"]
+    assert not [v for v in data["invariants"]["violations"] if v["invariant"] == "I-lock-order"]
+
+
+def test_reader_delays_can_be_turned_on_and_off(tmp_path):
+    rc, out, data = shmswap_run([*SMALL, "--reader-delays", "on"], tmp_path)
+    assert rc == 0, out
+    assert data["config"]["reader_delays"] == "on"
+    rc, out, data = shmswap_run(SMALL, tmp_path)
+    assert rc == 0, out
+    assert data["config"]["reader_delays"] == "off"
+    rc, out, _ = shmswap_run([*SMALL, "--reader-delays", "sometimes"], tmp_path)
+    assert rc == 2 and "--reader-delays" in out

@@ -1,0 +1,128 @@
+"""``shmswap replay FILE``: run a schedule script (a recording, a shipped race, an explored failure).
+
+FILE is a path or the name of a shipped race (``shmswap replay --list``).  The run follows the
+script under the deterministic scheduler and checks every ``expect``: the recorded final state and
+check results, or a race's documented outcome.  If the code changed, the first step the recorded
+schedule cannot follow, or the first checkpoint whose trace digest differs, is named.
+Exit status: 0 when every expectation held, 1 otherwise (a divergence, a failed expectation), 2
+for bad arguments or a script error.
+
+Also here: ``shmswap run --deterministic [--record FILE]`` (run.py calls ``run_deterministic_command``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from importlib import resources
+
+from ..finish import finish_run
+from ..report import render
+from ..runner.deterministic import ScheduleFailure
+from ..runner.script import parse_script, run_deterministic, run_script
+from .common import error
+
+__all__ = ["add_parser", "main", "race_names", "read_script", "run_deterministic_command"]
+
+
+def race_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("shmswap.runner").joinpath("races").iterdir()
+                  if p.name.endswith(".race"))
+
+
+def read_script(name: str) -> str:
+    """A script by path, or a shipped race by name."""
+    if name in race_names():
+        return resources.files("shmswap.runner").joinpath("races", f"{name}.race").read_text()
+    try:
+        with open(name) as f:
+            return f.read()
+    except OSError as e:
+        error(f"replay: cannot read {name}: {e.strerror or e} (shipped races: {', '.join(race_names())})")
+    return ""
+
+
+def _overrides(sets: list[str]) -> dict:
+    out = {}
+    for s in sets or []:
+        k, sep, v = s.partition("=")
+        if not sep:
+            error(f"--set: expected KEY=VALUE, got {s!r}")
+        out[k.replace("-", "_")] = int(v) if v.isdigit() else v
+    return out
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    r = sub.add_parser("replay", help="run a schedule script: a recording, a shipped race, an explored failure",
+                       description="Run a schedule script under the deterministic scheduler and check its "
+                                   "expectations (a recording's final state and check results, a race's "
+                                   "documented outcome); says where a recording diverged.")
+    r.add_argument("file", nargs="?", help="a script file, or a shipped race's name (see --list)")
+    r.add_argument("--list", action="store_true", help="list the shipped race scripts")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a configuration field (e.g. alloc_table=merged); repeatable")
+    r.add_argument("--trace", action="store_true", help="print the trace: step, task, point")
+    r.set_defaults(func=main)
+    return r
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.list or not args.file:
+        for n in race_names():
+            title = next((ln[6:] for ln in read_script(n).splitlines() if ln.startswith("title ")), "")
+            print(f"{n:16} {title}")
+        return 0
+    text = read_script(args.file)
+    try:
+        script = parse_script(text, _overrides(args.set))
+        t0 = time.perf_counter()
+        run = run_script(script)
+    except ScheduleFailure as e:
+        error(f"replay: {e}")
+    dt = time.perf_counter() - t0
+    if args.trace:
+        for step, idx, kind, a, b in run.trace:
+            print(step, idx, kind, a, b)
+    print(f"shmswap replay {args.file}: {run.title}")
+    print(f"  {run.steps:,} steps in {dt:.2f} s; checks: " + "; ".join(
+        f"violations {c['violations'] or 'none'}, findings {c['findings'] or 'none'}" for c in run.checks))
+    if run.ok:
+        print("  every expectation held")
+        return 0
+    for f in run.failures:
+        print(f"  FAILED: {f}")
+    return 1
+
+
+def run_deterministic_command(cfg, record: str | None, write_json) -> int:
+    """``shmswap run --deterministic``: the workload under the scheduler, the usual report."""
+    t0 = time.perf_counter()
+
+    def finish(model, sched):
+        loads = [t.program.load for t in sched.tasks if hasattr(t.program, "load")]
+
+        def try_to_unuse() -> dict:
+            for w, load in enumerate(loads):
+                model.on(w)
+                load.release_all()
+            return {}
+        notes = [f"deterministic run: {cfg.cpus} CPUs and the manager as tasks of one process, one task between "
+                 f"preemption points, seed {cfg.seed}: {sched.step:,} scheduling points"]
+        return finish_run(model, time.perf_counter() - t0, notes, warnings=lambda: model.warnings,
+                          try_to_unuse=try_to_unuse)
+
+    try:
+        run, _ = run_deterministic(cfg, record, finish)
+    except OSError as e:
+        sys.stderr.write(f"shmswap: error: --record: {e.strerror or e}\n")
+        return 1
+    if run.finished is None:
+        sys.stderr.write(f"shmswap: deterministic run stopped: {run.failure}\n")
+        return 1
+    res = run.finished
+    status = res.exit_status(cfg.strict)
+    print(render(res, cfg.strict))
+    if record:
+        print(f"schedule recorded in {record} ({run.steps:,} steps): shmswap replay {record}")
+    return write_json(res, status)

@@ -1,0 +1,536 @@
+"""The teaching mode's lessons (``shmswap demo``), in the manner of the OSTEP homework simulators.
+
+A lesson is a short script of steps on the model API (``shmswap.Model``) on a tiny device: 2 CPUs,
+4 clusters of 8 slots, order-0 folios, an SSD.  One step is one operation (an allocation, a free,
+a lockless lookup, the manager's work) by one CPU; everything runs in this process, so a lesson
+and its seed replay exactly.  The seed (``-s SEED``) picks the problem: which CPU goes first, how
+full things are before step 1, the order of the steps, whether a sleeping allocation also fails.
+
+What a step changed is recorded, not computed by hand: a ``Recorder`` observer hears the table
+allocations and frees, the sleep and the wake-up (a migration when the CPU differs) and the
+reader's window; list moves and per-CPU cache changes come from ``Model.snapshot()`` before and
+after; fast or slow path from the worker's counters.  The interleavings inside one operation are
+staged the way the tests stage them (tests/mm/test_alloc_table.py): a ``FaultPlan`` forces the
+atomic table allocation (and, if the seed says so, the sleeping one) to fail and picks the CPU the
+sleeper wakes on; the ``sleep`` hook runs the other CPU's step while the first one sleeps, and the
+``reader_window`` hook runs a free (and maybe a new allocation) while a lockless reader holds a
+table pointer it loaded.
+
+Each step asks the reader to predict (which cluster and slot, whether a table gets allocated or
+freed, which list a cluster moves to) and carries the answers; ``shmswap demo -c`` prints them.
+
+Lessons: ``paths`` (the fast path and the slow path), ``sharing`` (two CPUs sharing a cluster),
+``emptying`` (a cluster emptying and losing its table), ``sleep`` (the sleeping table allocation
+with a migration, seed and merged ``swap_cluster_alloc_table`` on the same problem), ``reader``
+(a lockless reader during a table free).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..checks.faults import FaultPlan
+from ..config import PAGE_SIZE, Config
+from ..mm.swap import SWAP_MAP_BAD
+from ..model import CACHE_ONLY, SWAPPED, Allocation, Model, Snapshot
+from ..substrate.observe import Observer
+from ..substrate.stats import Stat
+from .drawing import ClusterView, CpuView, Frame, short_list
+
+__all__ = ["LESSONS", "Question", "Step", "LessonRun", "run_lesson", "lesson_config", "CPUS", "CLUSTERS", "SPC"]
+
+CPUS, CLUSTERS, SPC = 2, 4, 8
+
+
+def lesson_config(alloc_table: str = "seed") -> Config:
+    """The tiny device: 2 CPUs, 4 clusters of 8 slots, order 0, an SSD, nothing random."""
+    return Config(size=CLUSTERS * SPC * PAGE_SIZE, slots_per_cluster=SPC, cpus=CPUS, orders="0:1",
+                  atomic_fail=0.0, sleep_fail=0.0, migrate=0.0, seconds=1, alloc_table=alloc_table)
+
+
+@dataclass(frozen=True)
+class Question:
+    ask: str
+    answer: str
+
+
+@dataclass
+class Step:
+    """One operation: who ran which kernel function, what changed, the questions, the pictures."""
+
+    n: int
+    cpu: int | None
+    func: str
+    changed: str
+    questions: list[Question]
+    before: Frame
+    after: Frame
+    events: list[str] = field(default_factory=list)
+    fresh: bool = False         # the first step on a new device (the lesson's next part)
+
+    def headline(self) -> str:
+        who = f"CPU {self.cpu}" if self.cpu is not None else "manager"
+        return f"step {self.n}  {who:7}  {self.func}"
+
+
+@dataclass
+class LessonRun:
+    """A lesson as run on one seed: its steps, the last picture and the checker's verdict."""
+
+    name: str
+    title: str
+    seed: int
+    intro: str
+    setup: list[str]
+    steps: list[Step]
+    final: Frame
+    checks: list[dict]
+
+    @property
+    def check_ok(self) -> bool:
+        return all(c["violations"] == 0 for c in self.checks)
+
+    @property
+    def frames(self) -> list[Frame]:
+        """The pictures in order: before step 1, after every step, and before the first step on a new
+        device."""
+        out = []
+        for i, s in enumerate(self.steps):
+            if i == 0 or s.fresh:
+                out.append(s.before)
+            out.append(s.after)
+        return out or [self.final]
+
+
+# -- recording ------------------------------------------------------------------------------------------
+
+class Recorder(Observer):
+    """What happened inside one step, in words; and the hooks that run another CPU meanwhile."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.during_sleep: Callable[[], None] | None = None
+        self.during_read: Callable[[], None] | None = None
+        self.read: tuple[int, int] | None = None       # the reader's (table, entry value)
+
+    def table_alloc(self, wid: int, ci: int, table: int, sleeping: bool) -> None:
+        self.events.append(f"table #{table} allocated for cluster {ci} ({'sleeping' if sleeping else 'atomic'})")
+
+    def table_free(self, wid: int, ci: int, table: int) -> None:
+        self.events.append(f"swap_cluster_free_table: cluster {ci} lost its table #{table}")
+
+    def table_freed_unused(self, wid: int, ci: int, table: int) -> None:
+        self.events.append(f"table #{table}, allocated for cluster {ci}, freed unused")
+
+    def sleep(self, wid: int, ci: int, cpu: int) -> None:
+        self.events.append(f"atomic table allocation failed: every lock dropped, the task on CPU {cpu} sleeps "
+                           f"for a table for cluster {ci} (isolated, on no list)")
+        during, self.during_sleep = self.during_sleep, None
+        if during is not None:
+            during()
+
+    def wake(self, wid: int, cpu: int, before: int) -> None:
+        self.events.append(f"woke on CPU {cpu}" + (f" (migrated from CPU {before})" if cpu != before else ""))
+
+    def reader_window(self, wid: int, ci: int, table: int, off: int) -> None:
+        during, self.during_read = self.during_read, None
+        if during is not None:
+            self.events.append(f"the reader loaded cluster {ci}'s table pointer (#{table}), rcu_read_lock held")
+            during()
+
+    def reader_read(self, wid: int, ci: int, table: int, off: int, tb: int) -> int:
+        self.read = (table, tb)
+        return tb
+
+
+def _lists_of(snap: Snapshot) -> dict[int, str | None]:
+    return {c["index"]: c["list"] for c in snap.clusters}
+
+
+def _diff(s0: Snapshot, s1: Snapshot) -> list[str]:
+    """List moves and per-CPU cache changes between two snapshots."""
+    out = []
+    l0, l1 = _lists_of(s0), _lists_of(s1)
+    for c in sorted(l0):
+        if l0[c] != l1[c]:
+            out.append(f"cluster {c}: {short_list(l0[c])} -> {short_list(l1[c])}")
+    for p0, p1 in zip(s0.percpu, s1.percpu, strict=True):
+        if p0["offset"][0] != p1["offset"][0]:
+            out.append(f"CPU {p0['cpu']} offset[0]: {p0['offset'][0]} -> {p1['offset'][0]}")
+    return out
+
+
+# -- a lesson's device -------------------------------------------------------------------------------------
+
+class Stage:
+    """One device of a lesson: the model with its fault plan and recorder."""
+
+    def __init__(self, alloc_table: str = "seed") -> None:
+        self.faults = FaultPlan()
+        self.rec = Recorder()
+        self.alloc_table = alloc_table
+        self.model = Model(lesson_config(alloc_table), observers=[self.faults, self.rec])
+
+    def frame(self, caption: str, note: str = "") -> Frame:
+        m = self.model
+        snap = m.snapshot()
+        shm = m.system.shm
+        owner = {}
+        for a in m.held.values():
+            for s in range(a.entry, a.entry + a.nr):
+                owner[s] = str(a.wid)
+        used = shm.map_np
+        clusters = []
+        for c in snap.clusters:
+            i = c["index"]
+            chars = "".join("H" if used[s] == SWAP_MAP_BAD else owner.get(s, "*") if used[s] else "."
+                            for s in range(i * SPC, (i + 1) * SPC))
+            clusters.append(ClusterView(i, chars, c["list"], int(shm.clu["table"][i]), c["flag"],
+                                        bool(shm.clu["lost"][i])))
+        cpus = tuple(CpuView(p["cpu"], p["offset"][0], SPC) for p in snap.percpu)
+        return Frame(caption, tuple(clusters), cpus, {k: v for k, v in snap.lists.items() if v}, note,
+                     self.alloc_table)
+
+    def stat(self, wid: int, s: Stat) -> int:
+        return int(self.model.system.shm.workers["stats"][wid][s])
+
+    def close(self) -> dict:
+        m = self.model
+        try:
+            m.free_all()
+            m.run_pending_work()
+            res = m.check()
+            return {"alloc_table": self.alloc_table, "ok": res.ok, "violations": len(res.violations),
+                    "findings": [f"{f.where}: {f.branch}" for f in res.findings]}
+        finally:
+            m.close()
+
+
+class Script:
+    """Builds a lesson's steps on one or more stages."""
+
+    def __init__(self, name: str, seed: int) -> None:
+        self.name = name
+        self.rng = random.Random(f"{name}/{seed}")
+        self.stages: list[Stage] = []
+        self.stage: Stage | None = None
+        self.steps: list[Step] = []
+        self.setup: list[str] = []
+        self.note = ""
+        self._last: Stage | None = None
+
+    def open(self, alloc_table: str = "seed", note: str = "") -> Stage:
+        self.stage = Stage(alloc_table)
+        self.stages.append(self.stage)
+        self.note = note
+        return self.stage
+
+    def close(self) -> list[dict]:
+        checks = []
+        for st in self.stages:
+            checks.append(st.close())
+        return checks
+
+    # -- setting up the problem (no questions) --------------------------------------------------------
+    def prefill(self, cpu: int, n: int, state: str = SWAPPED) -> list[Allocation]:
+        got = [self.stage.model.alloc(cpu=cpu, state=state) for _ in range(n)]
+        if n:
+            slots = [a.entry for a in got]
+            listed = (f"{slots[0]}..{slots[-1]}" if n > 4 and slots == list(range(slots[0], slots[0] + n))
+                      else " ".join(map(str, slots)))
+            self.setup.append(f"{self.stage.alloc_table}: CPU {cpu} allocated {n} slot{'s' if n > 1 else ''}: {listed}")
+        return got
+
+    # -- steps -------------------------------------------------------------------------------------------
+    def _caption(self, text: str) -> str:
+        return f"{self.name} ({self.stage.alloc_table}): {text}"
+
+    def _run(self, cpu: int | None, func: str, action: Callable[[], object],
+             questions: Callable[[object, Snapshot, Snapshot, list[str]], tuple[str, list[Question]]]) -> object:
+        st = self.stage
+        n = len(self.steps) + 1
+        who = f"CPU {cpu}" if cpu is not None else "the manager"
+        before = st.frame(self._caption(f"before step {n}: {who} calls {func}"), self.note)
+        s0 = st.model.snapshot()
+        st.rec.events = []
+        result = action()
+        s1 = st.model.snapshot()
+        events = list(st.rec.events)
+        what, qs = questions(result, s0, s1, events)
+        changed = "; ".join([what] + events + _diff(s0, s1))
+        after = st.frame(self._caption(f"after step {n}: {what}"), self.note)
+        fresh = bool(self.steps) and self._last is not st
+        self._last = st
+        self.steps.append(Step(n, cpu, func, changed, qs, before, after, events, fresh))
+        return result
+
+    def alloc(self, cpu: int, state: str = SWAPPED, *, atomic_fail: bool = False, sleep_fail: bool = False,
+              wake_on: int | None = None, during_sleep: Callable[[], str] | None = None) -> Allocation | None:
+        st = self.stage
+        m = st.model
+        counted = (Stat.FAST_HIT, Stat.SLOW_PATH, Stat.USED_PERCPU, Stat.INSTALLED, Stat.RETURNED_NULL)
+        before = {k: st.stat(cpu, k) for k in counted}
+        st.faults.atomic = int(atomic_fail)
+        st.faults.sleeping = int(sleep_fail)
+        st.faults.migrate_to = wake_on
+        if during_sleep is not None:
+            def run_other() -> None:
+                me = m.system.current
+                st.rec.events.append("while it sleeps, " + during_sleep())
+                m.system.switch_to(me)
+            st.rec.during_sleep = run_other
+
+        def questions(a, s0, s1, events):
+            st.faults.migrate_to = None
+            st.rec.during_sleep = None
+            did = {k for k in counted if st.stat(cpu, k) > before[k]}
+            fast, slow = Stat.FAST_HIT in did, Stat.SLOW_PATH in did
+            if a is None:
+                where = "no slot (folio_alloc_swap failed)"
+                qs = [Question("which cluster and slot does it take?", where)]
+            else:
+                c = a.entry // SPC
+                if Stat.USED_PERCPU in did:
+                    src = (f"CPU {wake_on}'s per-CPU cluster, which the seed re-checks after the sleep "
+                           "instead of using the isolated cluster (T5)")
+                elif Stat.INSTALLED in did:
+                    src = "the cluster isolated from free_clusters, with the table the sleep brought"
+                elif Stat.RETURNED_NULL in did:
+                    src = (f"{short_list(_lists_of(s0)[c])}: swap_cluster_alloc_table returned NULL and "
+                           "the slow path went on")
+                elif fast:
+                    src = "the per-CPU cache (swap_alloc_fast)"
+                else:
+                    src = f"{short_list(_lists_of(s0)[c])} (swap_alloc_slow)"
+                where = f"slot {a.entry} of cluster {c}"
+                qs = [Question("which cluster and slot does it take?", f"cluster {c}, slot {a.entry}, from {src}")]
+            installed = [e for e in events if "allocated for cluster" in e and "freed unused" not in e]
+            unused = [e for e in events if "freed unused" in e]
+            if any("sleeps" in e for e in events):
+                tab = ("the atomic allocation failed; it slept: " + ("; ".join(installed + unused)
+                                                                     or "the sleeping allocation failed too"))
+            elif installed:
+                tab = "yes: " + installed[0]
+            else:
+                tab = (f"no: cluster {a.entry // SPC} already has table "
+                       f"#{int(st.model.system.shm.clu['table'][a.entry // SPC])}" if a else "no: nothing found")
+            qs.append(Question("is a swap table allocated?", tab))
+            if a is not None:
+                c = a.entry // SPC
+                l0, l1 = _lists_of(s0)[c], _lists_of(s1)[c]
+                moved = f"{short_list(l1)} (from {short_list(l0)})" if l0 != l1 else f"it stays on {short_list(l1)}"
+                qs.append(Question("which list is that cluster on afterwards?", moved))
+            lost = [c["index"] for c0, c in zip(s0.clusters, s1.clusters, strict=True)
+                    if c["list"] is None and c0["list"] is not None and c["count"] == 0]
+            if atomic_fail:
+                woke = [e for e in events if e.startswith("woke on")]
+                qs.insert(0, Question("which CPU does the task wake on after its sleep?",
+                                      woke[0][len("woke on "):] if woke else "it did not sleep"))
+                qs.append(Question("does a cluster end up on no list (lost)?",
+                                   f"yes: cluster {lost[0]} (seed T5/T6b: isolated for the table, never put back)"
+                                   if lost else "no"))
+            return where + (" (fast path)" if fast else " (slow path)" if slow else ""), qs
+
+        def action():
+            a = m.alloc(cpu=cpu, state=state)
+            return a
+
+        return self._run(cpu, f"folio_alloc_swap(order 0{', ' + state if state != SWAPPED else ''})", action,
+                         questions)
+
+    def free(self, a: Allocation, cpu: int) -> None:
+        st = self.stage
+        c = a.entry // SPC
+        func = "free_swap_and_cache_nr" if a.state == SWAPPED else "folio_free_swap (swap_cache_del_folio)"
+
+        def questions(_, s0, s1, events):
+            n_left = s1.clusters[c]["count"]
+            gone = [e for e in events if "lost its table" in e]
+            qs = [Question(f"does cluster {c} lose its table?",
+                           "yes: it is empty, " + gone[0] if gone else f"no: {n_left} slot(s) still in use"),
+                  Question(f"which list is cluster {c} on afterwards?",
+                           short_list(s1.clusters[c]["list"]) + (f" (from {short_list(s0.clusters[c]['list'])})"
+                                                                  if s0.clusters[c]["list"] != s1.clusters[c]["list"]
+                                                                  else " (unchanged)"))]
+            return f"slot {a.entry} freed", qs
+
+        self._run(cpu, f"{func}(slot {a.entry})", lambda: st.model.free(a, cpu=cpu), questions)
+
+    def lookup(self, cpu: int, entry: int, during: Callable[[], None] | None = None) -> int | None:
+        st = self.stage
+        m = st.model
+        st.rec.read = None
+        if during is not None:
+            def run_other() -> None:
+                during()
+                m.on(cpu)
+            st.rec.during_read = run_other
+
+        def questions(folio, s0, s1, events):
+            st.rec.during_read = None
+            table, tb = st.rec.read if st.rec.read is not None else (-1, 0)
+            if folio is not None:
+                ans = f"yes: folio {folio}"
+            elif table < 0:
+                ans = "no: the cluster's table pointer was NULL"
+            elif tb and not tb & 1:
+                ans = (f"no: table #{table} had been reused by another cluster; the reader read that cluster's "
+                       f"folio {(tb >> 3) - 1} at its offset and folio_matches_swap_entry rejected it")
+            else:
+                ans = "no: the detached table reads NULL there (SLAB_TYPESAFE_BY_RCU kept its memory valid)"
+            return (f"lookup of slot {entry}: " + ("found" if folio is not None else "nothing"),
+                    [Question(f"does the lockless lookup of slot {entry} find a folio?", ans)])
+
+        return self._run(cpu, f"swap_cache_get_folio(slot {entry})", lambda: m.lookup(cpu, entry), questions)
+
+    def work(self) -> None:
+        st = self.stage
+        live0 = st.model.system.slab.statistics()["live"]
+
+        def questions(_, s0, s1, events):
+            live = st.model.system.slab.statistics()["live"]
+            tables = sum(1 for c in s1.clusters if c["table"])
+            return (f"a grace period passed; {live} table object(s) live",
+                    [Question("how many table objects are live afterwards?",
+                              f"{live} (before: {live0}), one per cluster with a table ({tables}): a freed "
+                              "table went straight back to the slab's freelist (SLAB_TYPESAFE_BY_RCU); only "
+                              "empty slab pages wait for a grace period")])
+        self._run(None, "run_pending_work (discard, reclaim, synchronize_rcu, RCU callbacks)",
+                  lambda: st.model.run_pending_work(grace_period=True), questions)
+
+
+# -- the lessons -----------------------------------------------------------------------------------------
+
+def _paths(s: Script) -> None:
+    rng = s.rng
+    a = rng.choice((0, 1))
+    b = 1 - a
+    s.open()
+    s.prefill(a, rng.randint(2, 4))
+    s.alloc(a)                                   # fast: its cached cluster
+    s.alloc(b)                                   # slow: nothing cached, free_clusters
+    used = s.stage.model.snapshot().clusters[0]["count"]
+    for _ in range(SPC - used):
+        s.alloc(a)                               # fast, until cluster 0 is full: the cache is emptied
+    s.alloc(a if rng.random() < 0.5 else b)      # the full one is gone: slow path, or b's fast path
+    s.alloc(a)
+
+
+def _sharing(s: Script) -> None:
+    rng = s.rng
+    s.open()
+    s.prefill(0, rng.randint(1, 3))
+    s.prefill(1, 3 * SPC)                        # CPU 1 fills clusters 1..3
+    order = [1, 0] + [rng.choice((0, 1)) for _ in range(2)]
+    for cpu in order:
+        s.alloc(cpu)
+
+
+def _emptying(s: Script) -> None:
+    rng = s.rng
+    a = rng.choice((0, 1))
+    b = 1 - a
+    s.open()
+    s.prefill(a, rng.randint(1, 3))
+    mine = s.prefill(b, rng.randint(2, 4))
+    rng.shuffle(mine)
+    for al in mine:
+        s.free(al, b)
+    s.alloc(b)
+    s.work()
+
+
+def _sleep(s: Script) -> None:
+    rng = s.rng
+    sleep_fail = rng.random() < 0.3
+    meanwhile = rng.random() < 0.5
+    pre = rng.randint(1, 3)
+    for variant in ("seed", "merged"):
+        st = s.open(variant, note=f"swap_cluster_alloc_table as {variant}")
+        s.prefill(1, pre)
+        during = None
+        if meanwhile:
+            def during(st=st) -> str:
+                a = st.model.alloc(cpu=1)
+                return f"CPU 1 ran folio_alloc_swap: slot {a.entry}"
+        s.alloc(0, atomic_fail=True, sleep_fail=sleep_fail, wake_on=1, during_sleep=during)
+        s.alloc(0)
+
+
+def _reader(s: Script) -> None:
+    rng = s.rng
+    reader = rng.choice((0, 1))
+    writer = 1 - reader
+    reuse = rng.random() < 0.6
+    s.open()
+    s.prefill(reader, 1)
+    x = s.alloc(writer, state=CACHE_ONLY)
+    st = s.stage
+
+    def meanwhile() -> None:
+        st.rec.events.append(f"in the reader's window CPU {writer} frees slot {x.entry}")
+        st.model.free(x, cpu=writer)
+        if reuse:
+            y = st.model.alloc(cpu=writer, state=CACHE_ONLY)
+            st.rec.events.append(f"CPU {writer} allocates again: slot {y.entry} (cluster {y.entry // SPC}, "
+                                 f"table #{int(st.model.system.shm.clu['table'][y.entry // SPC])})")
+
+    s.lookup(reader, x.entry, during=meanwhile)
+    s.work()
+
+
+@dataclass(frozen=True)
+class LessonSpec:
+    title: str
+    intro: str
+    script: Callable[[Script], None]
+
+
+LESSONS: dict[str, LessonSpec] = {
+    "paths": LessonSpec(
+        "the fast path and the slow path", (
+            "folio_alloc_swap first tries swap_alloc_fast: the cluster this CPU cached in "
+            "percpu_swap_cluster.offset[order], under the CPU's local lock. With nothing usable cached it "
+            "takes swap_alloc_slow: cluster_alloc_swap_entry walks nonfull, free, then frag lists, isolates "
+            "a cluster, gives it a swap table if it has none, and caches the next offset. A cluster that "
+            "fills up goes to full_clusters and leaves the cache."), _paths),
+    "sharing": LessonSpec(
+        "two CPUs sharing a cluster", (
+            "When no free cluster is left, the slow path takes a cluster from frag_clusters, even one "
+            "another CPU has cached: both CPUs then allocate from it, each scanning on from its own cached "
+            "offset and skipping the slots the other took."), _sharing),
+    "emptying": LessonSpec(
+        "a cluster emptying and losing its table", (
+            "Each free drops a slot's count under ci->lock. When a cluster's last slot goes, the cluster "
+            "returns to free_clusters and swap_cluster_free_table detaches and frees its swap table: an "
+            "empty cluster costs no table memory. A CPU's cache may still point into it."), _emptying),
+    "sleep": LessonSpec(
+        "the sleeping table allocation, with migration: seed vs merged", (
+            "A cluster taken from free_clusters needs a table. If the atomic allocation fails, "
+            "swap_cluster_alloc_table drops every lock and sleeps for one; the task may wake on another "
+            "CPU. The seed (patch v2 14/15) then re-checks that CPU's per-CPU cluster and uses it instead, "
+            "leaving the isolated cluster on no list (lost until swapoff, branch T5), or returns NULL if the "
+            "sleep failed (T6b). The merged version (Linux 6.18) installs the table in the isolated "
+            "cluster, or puts it back on free_clusters. Both variants run the same problem here."), _sleep),
+    "reader": LessonSpec(
+        "a lockless reader during a table free", (
+            "swap_cache_get_folio reads a slot's table entry without ci->lock: inside rcu_read_lock it "
+            "loads the cluster's table pointer, then the entry. Meanwhile another CPU may free the last "
+            "slot, and swap_cluster_free_table frees the table. The table slab is SLAB_TYPESAFE_BY_RCU: "
+            "the memory stays a table, but may already belong to another cluster, so the reader must "
+            "check the folio it finds (folio_matches_swap_entry)."), _reader),
+}
+
+
+def run_lesson(name: str, seed: int = 0) -> LessonRun:
+    """Run lesson ``name`` on ``seed``: its steps, pictures, questions and answers."""
+    spec = LESSONS[name]
+    s = Script(name, seed)
+    try:
+        spec.script(s)
+        final = s.stage.frame(f"{name} ({s.stage.alloc_table}): the end", s.note)
+    finally:
+        checks = s.close()
+    return LessonRun(name, spec.title, seed, spec.intro, s.setup, s.steps, final, checks)

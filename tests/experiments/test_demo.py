@@ -1,0 +1,186 @@
+"""Tests of the teaching mode's lessons, drawing and page (shmswap.experiments.lessons, drawing,
+demo_page), and of the page in a real headless browser (Chromium, driven by Playwright when it is
+installed, else Chromium's own ``--dump-dom``); the browser tests skip, saying why, without one."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+from PIL import Image
+
+from shmswap.experiments.demo_page import html_page
+from shmswap.experiments.drawing import gif, png, svg, terminal
+from shmswap.experiments.lessons import LESSONS, run_lesson
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:                                   # optional: the test extra installs it
+    sync_playwright = None
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def steps_of(run):
+    return [(s.cpu, s.func, s.changed, [(q.ask, q.answer) for q in s.questions]) for s in run.steps]
+
+
+@pytest.mark.parametrize("name", list(LESSONS))
+def test_every_lesson_runs_clean_and_replays_exactly(name):
+    a, b = run_lesson(name, 5), run_lesson(name, 5)
+    assert a.check_ok and all(c["violations"] == 0 for c in a.checks)
+    assert a.steps and all(s.questions for s in a.steps)
+    assert steps_of(a) == steps_of(b)
+    assert [f.as_dict() for f in a.frames] == [f.as_dict() for f in b.frames]
+
+
+def test_the_seed_picks_the_problem():
+    for name in LESSONS:
+        problems = {repr(run_lesson(name, seed).setup) + repr(steps_of(run_lesson(name, seed))) for seed in range(6)}
+        assert len(problems) > 1, name
+
+
+def test_fast_path_then_slow_path():
+    run = run_lesson("paths", 0)
+    answers = [s.questions[0].answer for s in run.steps]
+    assert "swap_alloc_fast" in answers[0] and "swap_alloc_slow" in answers[1]
+    assert "allocated for cluster" in run.steps[1].questions[1].answer       # the slow path's new table
+    assert any("full (from" in s.questions[2].answer for s in run.steps)       # a cluster filled up
+
+
+def test_two_cpus_share_a_cluster():
+    run = run_lesson("sharing", 0)
+    first = run.steps[0]
+    assert "from frag[0]" in first.questions[0].answer                        # no free cluster left
+    shared = [c for c in first.after.clusters if c.index == 0][0]
+    assert {"0", "1"} <= set(shared.slots)
+    assert {c.cluster for c in first.after.cpus} == {0}                      # both CPUs cache cluster 0
+
+
+def test_an_emptied_cluster_loses_its_table():
+    run = run_lesson("emptying", 0)
+    last_free = [s for s in run.steps if s.func.startswith("free_swap")][-1]
+    assert last_free.questions[0].answer.startswith("yes")
+    assert "free (from" in last_free.questions[1].answer
+    ci = int(re.search(r"cluster (\d+) lost its table", last_free.changed).group(1))
+    assert [c for c in last_free.after.clusters if c.index == ci][0].table == -1
+
+
+def test_the_sleep_lesson_loses_a_cluster_in_the_seed_only():
+    for seed in range(4):
+        run = run_lesson("sleep", seed)
+        seed_check, merged_check = run.checks
+        assert seed_check["alloc_table"] == "seed" and seed_check["findings"] == ["cluster 1: T5"]
+        assert merged_check["alloc_table"] == "merged" and merged_check["findings"] == []
+        slept = [s for s in run.steps if any("sleeps" in e for e in s.events)]
+        assert len(slept) == 2 and all("migrated" in s.questions[0].answer for s in slept)
+        assert slept[0].after.variant == "seed" and slept[1].fresh and slept[1].after.variant == "merged"
+        assert any(c.lost for c in slept[0].after.clusters) and not any(c.lost for c in slept[1].after.clusters)
+
+
+def test_a_reader_during_a_table_free():
+    seen = set()
+    for seed in range(8):
+        answer = run_lesson("reader", seed).steps[1].questions[0].answer
+        assert answer.startswith("no:")
+        seen.add("rejected" if "rejected" in answer else "null")
+    assert seen == {"rejected", "null"}          # the seed picks whether the table is reused meanwhile
+
+
+def test_terminal_drawing():
+    run = run_lesson("paths", 0)
+    lines = [t.plain for t in terminal(run.final)]
+    assert lines[0].startswith("  cluster 0 [H")
+    assert any("CPU 0 offset[0]" in x for x in lines) and lines[-1].startswith("  lists")
+
+
+def test_pictures():
+    run = run_lesson("sleep", 1)
+    frames = run.frames
+    assert len(frames) == len(run.steps) + 2                                  # two devices: two starts
+    doc = svg(frames[1])
+    assert doc.startswith("<svg") and "LOST" in doc and "table #" in doc
+    im = Image.open(io.BytesIO(png(frames[1])))
+    assert im.format == "PNG" and im.width == 720
+    anim = Image.open(io.BytesIO(gif(frames[:3], ms_per_frame=100)))
+    assert anim.format == "GIF" and anim.n_frames == 3
+
+
+def test_the_page_is_self_contained_and_hides_the_answers():
+    run = run_lesson("reader", 0)
+    page = html_page(run, {"lesson": "reader", "seed": 0})
+    assert page.count('class="slide"') == len(run.steps) + 2
+    assert page.count('<div class="answer" hidden>') == sum(len(s.questions) + 1 for s in run.steps) + 1
+    assert not re.search(r"(src|href)\s*=|<link|@import|url\(", page)
+    assert "https:" not in page and "http:" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+# -- the page in a real browser -----------------------------------------------------------------------------
+
+def _page(tmp_path):
+    path = tmp_path / "lesson.html"
+    path.write_text(html_page(run_lesson("emptying", 0), {"lesson": "emptying", "seed": 0}))
+    return path
+
+
+@pytest.mark.timeout(120)
+def test_page_in_chromium_with_playwright(tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("no Chromium installed (apt-get install chromium; .ci/run does it)")
+    if sync_playwright is None:
+        pytest.skip("Playwright for Python is not installed (pip install '.[test]')")
+    path = _page(tmp_path)
+    errors = []
+    with sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS[1:], headless=True)
+        except Exception as e:  # noqa: BLE001 - any launch failure means: fall back to --dump-dom
+            pytest.skip(f"Playwright cannot start {CHROMIUM}: {str(e).splitlines()[0]}")
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(path.as_uri())
+            n = page.locator(".slide").count()
+            assert page.text_content("#counter") == f"1 / {n}"
+            first = page.inner_html(".slide.current .drawing")
+            page.click("#next")
+            assert page.text_content("#counter") == f"2 / {n}"
+            assert page.inner_html(".slide.current .drawing") == first     # slide 1: still before step 1
+            page.keyboard.press("ArrowRight")
+            assert page.text_content("#counter") == f"3 / {n}"
+            assert page.inner_html(".slide.current .drawing") != first     # after step 1: a slot freed
+            assert not page.locator(".slide.current .answer").first.is_visible()
+            page.keyboard.press("a")
+            assert page.locator(".slide.current .answer").first.is_visible()
+            page.keyboard.press("ArrowLeft")
+            assert page.text_content("#counter") == f"2 / {n}"
+            page.click("#prev")
+            assert page.is_disabled("#prev")
+        finally:
+            browser.close()
+    assert errors == []
+
+
+@pytest.mark.timeout(120)
+def test_page_in_chromium_dump_dom(tmp_path):
+    """Without Playwright: Chromium runs the page's script and dumps the DOM it made."""
+    if CHROMIUM is None:
+        pytest.skip("no Chromium installed (apt-get install chromium; .ci/run does it)")
+    path = _page(tmp_path)
+    with tempfile.TemporaryDirectory() as profile:
+        out = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", path.as_uri()],
+                             capture_output=True, text=True, timeout=90)
+    if out.returncode != 0 or "<html" not in out.stdout:
+        pytest.skip(f"Chromium could not run headless here: {out.stderr.strip().splitlines()[-1:]}")
+    dom = out.stdout
+    n = dom.count('class="slide')
+    assert re.search(rf'<span id="counter">1 / {n}</span>', dom)       # the script ran
+    assert dom.count('class="slide current"') == 1
+    assert 'id="prev" disabled' in dom
