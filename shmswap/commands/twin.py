@@ -9,6 +9,13 @@ the model's state around the op are printed.  A scenario another task disturbed 
 Used beyond what the twin holds: the DAMON pageout scheme) is rerun, up to ``--retries`` times; a
 difference is confirmed by a second kernel run that gives the same slots.
 
+``--cost`` measures instead of comparing: for each of ``--orders``, on one CPU, the kernel's
+``MADV_PAGEOUT`` of fresh folios of that order into the zram device (the reclaim path, the slot
+allocation and zram's compression of ``--cost-data``: random bytes, or zeros that zram stores as
+same-filled pages) beside the model's ``Model.alloc`` of as many folios of that order, in one run;
+``--cost-pages`` pages per order (``--cost-pages >> order`` folios).  The table gives microseconds
+per page (kernel) and per allocated slot (model), per folio for both, and the model/kernel ratio.
+
 ``--model-only`` runs no kernel: the variants are compared with each other and with a scenario's
 recorded ``expect`` slots.  ``--record DIR`` writes each scenario with the kernel's slots as its
 ``expect`` (golden scenarios the tests replay without a kernel).
@@ -29,14 +36,26 @@ import signal
 import sys
 import time
 
-from ..experiments.kernel import Disturbed, KernelError, KernelSwap, Refused, Terminated, preflight
+from ..experiments.kernel import (
+    COST_DATA,
+    THP,
+    Disturbed,
+    KernelError,
+    KernelSwap,
+    Refused,
+    Terminated,
+    comp_algorithm,
+    preflight,
+)
 from ..experiments.twin import (
     ALLOC_TABLES,
     KERNEL_ORDERS,
     Replay,
     compare,
+    cost_scenario,
     describe_difference,
     load_scenario,
+    model_cost,
     random_scenario,
     replay_model,
     scenario_doc,
@@ -48,6 +67,7 @@ from .common import check_output_path, cut, error, int_arg, progress_bar, write_
 __all__ = ["add_parser", "main"]
 
 DEFAULT_ORDERS = "0,2,4,9"
+DEFAULT_COST_PAGES = 16384
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -73,6 +93,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="no kernel: compare the variants with each other and with recorded expect slots")
     t.add_argument("--record", default=None, metavar="DIR",
                    help="write each scenario with the kernel's slots as its expect to DIR/NAME.json")
+    t.add_argument("--cost", action="store_true",
+                   help="measure instead: the kernel's pageout per page by folio order on one CPU beside the "
+                        "model's cost per allocated slot (--orders, --cost-pages, --cost-data)")
+    t.add_argument("--cost-pages", type=int_arg, default=DEFAULT_COST_PAGES, metavar="P",
+                   help=f"--cost: pages per order, in P >> order folios (default {DEFAULT_COST_PAGES})")
+    t.add_argument("--cost-data", choices=COST_DATA, default="random",
+                   help="--cost: what the pages hold: random bytes (zram compresses each, fails, stores it "
+                        "whole) or zeros (same-filled pages: nothing compressed)")
     t.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON to this path")
     t.add_argument("--quiet", action="store_true", help="no progress output, only the summary")
     t.set_defaults(func=main)
@@ -104,9 +132,15 @@ def _scenarios(args) -> list:
 
 
 def _validate(args) -> None:
+    if args.cost:
+        if args.scenarios or args.random or args.shipped or args.model_only or args.record:
+            raise ValueError("--cost runs no scenarios: it takes only --orders, --cost-pages, --cost-data, "
+                             "--device, --retries, --json, --quiet")
+        if not 1 <= args.cost_pages <= 1 << 20:
+            raise ValueError(f"--cost-pages: {args.cost_pages} is out of range 1..{1 << 20}")
     if args.random < 0:
         raise ValueError(f"--random: {args.random} is negative")
-    if not args.scenarios and not args.random and not args.shipped:
+    if not args.scenarios and not args.random and not args.shipped and not args.cost:
         raise ValueError("no scenario: name scenario files, --shipped, or --random N")
     if not 1 <= args.max_cpus <= 256:
         raise ValueError(f"--max-cpus: {args.max_cpus} is out of range 1..256")
@@ -152,9 +186,122 @@ def _run_kernel(s, device: str, retries: int, note) -> tuple[Replay, int]:
                 raise
 
 
+def _cost_kernel(order: int, folios: int, device: str, data: str, retries: int, note) -> tuple[dict, str]:
+    """The kernel's pageout of ``folios`` folios of ``order`` (rerun when disturbed) and zram's
+    compression algorithm."""
+    disturbed = 0
+    while True:
+        try:
+            with KernelSwap(cost_scenario(order, folios), device) as k:
+                algorithm = comp_algorithm(device)
+                out = k.pageout_cost(data)
+                cpu = k.cpu_ids[0]
+            out["disturbed"] = disturbed
+            out["cpu"] = cpu
+            return out, algorithm
+        except Disturbed as e:
+            disturbed += 1
+            note(f"order {order}: disturbed ({e}); rerun {disturbed}/{retries}")
+            if disturbed > retries:
+                raise
+
+
+def _cost_model(order: int, folios: int, cpu: int) -> dict:
+    """``model_cost`` pinned to ``cpu`` (the kernel's), SIGINT and SIGTERM held off meanwhile."""
+    saved = os.sched_getaffinity(0)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        os.sched_setaffinity(0, {cpu})
+        return model_cost(order, folios)
+    finally:
+        os.sched_setaffinity(0, saved)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _fmt(x, spec: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def main_cost(args) -> int:
+    """``shmswap twin --cost``: the kernel's pageout cost beside the model's, by folio order."""
+    try:
+        orders = _orders(args.orders)
+        for o in orders:
+            if o and not os.path.exists(f"{THP}/hugepages-{4 << o}kB/enabled"):
+                raise Refused(f"order {o}: {THP}/hugepages-{4 << o}kB/enabled is missing (no order-{o} folios here)")
+        device = preflight(args.device)
+    except (ValueError, Refused) as e:
+        error(str(e))
+
+    def note(text: str) -> None:
+        if not args.quiet:
+            print(text, file=sys.stderr)
+
+    rows: list[dict] = []
+    algorithm = ""
+    status = 0
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        for o in orders:
+            folios = max(1, args.cost_pages >> o)
+            try:
+                kern, algorithm = _cost_kernel(o, folios, device, args.cost_data, args.retries, note)
+            except Disturbed as e:
+                rows.append({"order": o, "folios": folios, "error": f"stayed disturbed: {e}"})
+                note(f"order {o}: stayed disturbed: {e}")
+                status = 1
+                continue
+            model = _cost_model(o, folios, kern["cpu"])
+            kern["us_per_page"] = kern["ns"] / 1e3 / kern["pages"]
+            kern["us_per_folio"] = kern["ns"] / 1e3 / folios
+            ratio = model["us_per_slot"] / kern["us_per_page"] if model["us_per_slot"] and kern["ns"] else None
+            rows.append({"order": o, "folios": folios, "pages": folios << o, "kernel": kern, "model": model,
+                         "ratio": ratio})
+            if kern["swapped_pages"] != folios << o or kern["whole_folios"] != folios:
+                note(f"order {o}: the kernel swapped {kern['swapped_pages']} of {folios << o} pages, "
+                     f"{kern['whole_folios']} of {folios} folios whole")
+            if model["failed"] or model["problems"]:
+                note(f"order {o}: the model failed {model['failed']} folios; problems: {model['problems'][:3]}")
+                status = 1
+    except KeyboardInterrupt:
+        status = 130
+    except Terminated:
+        status = 143
+    except KernelError as e:
+        print(f"shmswap: error: {cut(str(e), 300)}", file=sys.stderr)
+        status = 1
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    done = [r for r in rows if "kernel" in r]
+    cpu = done[0]["kernel"]["cpu"] if done else None
+    print(f"twin --cost: Linux {os.uname().release}, {device} ({algorithm or '?'}), CPU {cpu}, "
+          f"{args.cost_data} pages, {args.cost_pages} pages per order")
+    print(f"{'order':>5} {'folios':>7} {'kernel us/page':>15} {'kernel us/folio':>16} {'model us/slot':>14} "
+          f"{'model us/folio':>15} {'ratio':>7}")
+    for r in done:
+        k, m = r["kernel"], r["model"]
+        print(f"{r['order']:>5} {r['folios']:>7} {_fmt(k['us_per_page']):>15} {_fmt(k['us_per_folio']):>16} "
+              f"{_fmt(m['us_per_slot']):>14} {_fmt(m['us_per_folio']):>15} {_fmt(r['ratio']):>7}")
+    if args.json:
+        doc = {"version": 1, "kind": "cost", "status": status, "kernel": os.uname().release, "device": device,
+               "comp_algorithm": algorithm, "cpu": cpu, "data": args.cost_data, "pages_per_order": args.cost_pages,
+               "orders": rows}
+        try:
+            write_atomically(args.json, json.dumps(doc, indent=1) + "\n")
+        except OSError as e:
+            print(f"shmswap: error: --json: cannot write {cut(repr(args.json))}: {e.strerror}", file=sys.stderr)
+            status = status or 1
+    return status
+
+
 def main(args) -> int:
     try:
         _validate(args)
+    except ValueError as e:
+        error(str(e))
+    if args.cost:
+        return main_cost(args)
+    try:
         scenarios = _scenarios(args)
         device = None
         if not args.model_only:

@@ -10,6 +10,9 @@ the highest priority).  ``KernelSwap`` then runs a scenario::
             k.op(i, op)                        # alloc: pin, touch, MADV_PAGEOUT, read pagemap; free: MADV_DONTNEED
         k.replay.slots                         # each folio's slots, one per page (None: stayed in memory)
 
+    with KernelSwap(cost_scenario(order, folios), "zram0") as k:
+        k.pageout_cost("random")               # shmswap twin --cost: the timed MADV_PAGEOUT of each folio
+
 Setting up: ``disksize`` (the scenario's size), a version-1 swap header written here (``last_page``,
 the bad-page list at byte 1536, ``SWAPSPACE2`` at 4086), ``queue/rotational`` 1 for an HDD,
 ``swapon`` with a fixed priority (and ``SWAP_FLAG_DISCARD_PAGES`` when the scenario asks).  Each
@@ -42,7 +45,7 @@ from ..config import PAGE_SIZE
 from .twin import Replay, Scenario
 
 __all__ = ["Refused", "KernelError", "Disturbed", "Terminated", "preflight", "KernelSwap", "swap_header",
-           "proc_swaps", "free_zram_devices", "MIN_KERNEL"]
+           "proc_swaps", "free_zram_devices", "MIN_KERNEL", "COST_DATA", "comp_algorithm"]
 
 MIN_KERNEL = (6, 18)
 MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_PAGEOUT = 4, 14, 15, 21
@@ -55,6 +58,7 @@ PM_PRESENT, PM_SWAP = 1 << 63, 1 << 62
 PMD_PAGES = 512
 THP = "/sys/kernel/mm/transparent_hugepage"
 FOLIO_TRIES = 4
+COST_DATA = ("random", "zeros")   # what pageout_cost fills the pages with
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -110,6 +114,15 @@ def free_zram_devices() -> list[str]:
     except OSError:
         return []
     return [n for n in names if _read(f"/sys/block/{n}/disksize") == "0"]
+
+
+def comp_algorithm(device: str) -> str:
+    """The zram device's compression algorithm (the bracketed one), or '' if unknown."""
+    try:
+        m = re.search(r"\[([^\]]+)\]", _read(f"/sys/block/{device}/comp_algorithm"))
+    except OSError:
+        return ""
+    return m.group(1) if m else ""
 
 
 def preflight(device: str | None = None) -> str:
@@ -372,12 +385,11 @@ class KernelSwap:
         for k in range(n):
             ctypes.memset(addr + k * PAGE_SIZE, fill, 1)
 
-    def _alloc(self, index: int, order: int) -> None:
-        fid = len(self.replay.slots)
+    def _make_folio(self, fid: int, order: int, fill: int) -> int:
+        """A fresh folio of ``order`` (each page's first byte written with ``fill``): its address."""
         n = 1 << order
         addr = self._region(order)
         length = n * PAGE_SIZE
-        fill = 1 + fid % 251
         if order:
             self._set_thp(order)
             for _ in range(FOLIO_TRIES):
@@ -395,8 +407,23 @@ class KernelSwap:
                 raise KernelError(_errno_text(f"MADV_NOHUGEPAGE of folio {fid}"))
         else:
             self._touch(addr, 1, fill)
+        return addr
+
+    def _alloc(self, index: int, order: int) -> None:
+        fid = len(self.replay.slots)
+        n = 1 << order
+        length = n * PAGE_SIZE
+        addr = self._make_folio(fid, order, 1 + fid % 251)
         if _libc.madvise(addr, length, MADV_PAGEOUT) != 0:
             raise KernelError(_errno_text(f"MADV_PAGEOUT of folio {fid}"))
+        slots = self._slots(fid, addr, n)
+        self.replay.slots.append(slots)
+        self.replay.folio_op.append(index)
+        self._regions.append((addr, n))
+        self._held.append(sum(s is not None for s in slots))
+
+    def _slots(self, fid: int, addr: int, n: int) -> list[int | None]:
+        """Each page's swap offset from pagemap (None: still in memory), on the twin's device."""
         slots: list[int | None] = []
         for page, e in enumerate(self._pagemap_entries(addr, n)):
             if e & PM_SWAP:
@@ -411,10 +438,59 @@ class KernelSwap:
                 slots.append(None)
             else:
                 raise KernelError(f"folio {fid} page {page} is neither in memory nor swapped (pagemap {e:#x})")
-        self.replay.slots.append(slots)
-        self.replay.folio_op.append(index)
-        self._regions.append((addr, n))
-        self._held.append(sum(s is not None for s in slots))
+        return slots
+
+    def pageout_cost(self, data: str = "random") -> dict:
+        """The scenario's folios (one alloc op: ``cost_scenario``) paged out on its CPU, each by its
+        own timed ``MADV_PAGEOUT``, then zapped (``MADV_DONTNEED``, not timed).
+
+        Every folio is made first (its order checked) and filled with ``data``: ``random`` (bytes
+        from ``os.urandom``, new for every page: zram tries to compress each page and stores it
+        whole) or ``zeros`` (zram's same-filled pages: nothing compressed or stored).  Returns
+        ``ns`` (the sum of the timed calls), ``folios``, ``pages``, ``swapped_pages``,
+        ``whole_folios`` (every page swapped, onto consecutive slots) and ``max_folio_ns``.
+        ``Disturbed`` when the device's Used is not the pages swapped."""
+        if data not in COST_DATA:
+            raise ValueError(f"data {data!r} is not one of {COST_DATA}")
+        if len(self.s.ops) != 1 or "alloc" not in self.s.ops[0]:
+            raise ValueError(f"scenario {self.s.name!r} is not one alloc op (cost_scenario)")
+        op = self.s.ops[0]
+        order, count = op["order"], op["alloc"]
+        n = 1 << order
+        length = n * PAGE_SIZE
+        self._pin(op["cpu"])
+        addrs = []
+        for fid in range(count):
+            addr = self._make_folio(fid, order, 0 if data == "zeros" else 1)
+            if data == "random":
+                ctypes.memmove(addr, os.urandom(length), length)
+            addrs.append(addr)
+            self._regions.append((addr, n))
+            self._held.append(0)
+        madvise, clock = _libc.madvise, time.perf_counter_ns
+        times = []
+        for fid, addr in enumerate(addrs):
+            t0 = clock()
+            rc = madvise(addr, length, MADV_PAGEOUT)
+            t1 = clock()
+            if rc != 0:
+                raise KernelError(_errno_text(f"MADV_PAGEOUT of folio {fid}"))
+            times.append(t1 - t0)
+        swapped = whole = 0
+        for fid, addr in enumerate(addrs):
+            slots = self._slots(fid, addr, n)
+            self._held[fid] = k = sum(s is not None for s in slots)
+            swapped += k
+            whole += k == n and slots == list(range(slots[0], slots[0] + n))
+        used = self._swap_line()["used_kb"]
+        if used != swapped * 4:
+            raise Disturbed(f"{self.path} has {used} kB used after the pageouts; {swapped * 4} kB are this process's")
+        for fid, addr in enumerate(addrs):
+            if _libc.madvise(addr, length, MADV_DONTNEED) != 0:
+                raise KernelError(_errno_text(f"MADV_DONTNEED of folio {fid}"))
+            self._held[fid] = 0
+        return {"ns": sum(times), "folios": count, "pages": count * n, "swapped_pages": swapped,
+                "whole_folios": whole, "max_folio_ns": max(times)}
 
     def _settle_discard(self) -> None:
         """Wait for the discard work a free queued: the device's discard counter stops moving."""

@@ -31,6 +31,10 @@ page in address order (the kernel's ``MADV_DONTNEED``; runs of consecutive slots
 * ``compare(kernel, model)``: every page's slot; the first difference and the count.
 * ``random_scenario(seed, orders=, hdd=, max_cpus=)``: device size, bad pages, CPUs, orders and
   frees varied, the device driven near full and past it, so every allocation path is hit.
+* ``cost_scenario(order, folios)`` / ``model_cost(order, folios)`` (``shmswap twin --cost``): one CPU
+  allocating ``folios`` folios of ``order`` on an empty device with room for all of them; the
+  model's side is ``Model.alloc(0, order)`` (a folio, ``folio_alloc_swap``, the map count and the
+  writeback) per folio, timed as one ``perf_counter_ns`` span with the garbage collector off.
 
 Not drivable from user space (and so not in the format): cache-only slots (after a pageout no
 page stays in the swap cache) and so the full-cluster reclaim and its worker; table allocation
@@ -41,8 +45,10 @@ with the kernel); several devices (the model has one).
 
 from __future__ import annotations
 
+import gc
 import json
 import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -54,7 +60,7 @@ from ..substrate.observe import Observer
 __all__ = ["ScenarioError", "Scenario", "Replay", "Difference", "parse_scenario", "load_scenario",
            "scenario_doc", "model_config", "replay_model", "model_state", "compare", "random_scenario",
            "split_order", "describe_difference", "shipped", "shipped_names", "KERNEL_ORDERS", "MAX_BAD_PAGES",
-           "VERSION", "ALLOC_TABLES"]
+           "VERSION", "ALLOC_TABLES", "cost_scenario", "model_cost"]
 
 VERSION = 1
 KERNEL_ORDERS = (0, 2, 3, 4, 5, 6, 7, 8, 9)   # anonymous folio orders a 6.18 kernel makes (no order 1)
@@ -342,6 +348,47 @@ def model_state(s: Scenario, alloc_table: str, op_index: int) -> tuple[Snapshot,
         before = m.snapshot()
         run.op(op_index, s.ops[op_index])
         return before, m.snapshot()
+
+
+# -- the cost of a slot (shmswap twin --cost) -------------------------------------------------------------
+
+def cost_scenario(order: int, folios: int) -> Scenario:
+    """One CPU allocating ``folios`` folios of ``order`` on an empty device with room for all of
+    them: whole clusters, one more for the header page's cluster and one spare."""
+    pages = max(2, (folios << order) // SPC + 2) * SPC
+    return parse_scenario({"version": VERSION, "device": {"size": str(pages * PAGE_SIZE)}, "cpus": 1,
+                           "ops": [{"cpu": 0, "alloc": folios, "order": order}]}, f"cost-order-{order}")
+
+
+def model_cost(order: int, folios: int, alloc_table: str = "seed") -> dict:
+    """The model's time for ``cost_scenario(order, folios)``: ``Model.alloc(0, order)`` per folio
+    (state swapped: the folio, its slots, the map count, the writeback), one timed span with the
+    garbage collector off; then everything is freed (not timed) and the checker runs.
+
+    Returns ``ns`` (the span), ``folios``, ``slots`` (allocated), ``failed`` (folios that got no
+    slot: none on this device), ``us_per_slot``, ``us_per_folio`` and ``problems``."""
+    s = cost_scenario(order, folios)
+    with Model(model_config(s, alloc_table)) as m:
+        m.on(0)
+        alloc = m.alloc
+        got = []
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            t0 = time.perf_counter_ns()
+            for _ in range(folios):
+                got.append(alloc(None, order))
+            ns = time.perf_counter_ns() - t0
+        finally:
+            if enabled:
+                gc.enable()
+        failed = sum(a is None for a in got)
+        slots = (folios - failed) << order
+        m.free_all()
+        problems = [str(v) for v in m.check().violations]
+    return {"ns": ns, "folios": folios, "slots": slots, "failed": failed,
+            "us_per_slot": ns / 1e3 / slots if slots else None,
+            "us_per_folio": ns / 1e3 / folios if folios else None, "problems": problems}
 
 
 # -- comparing -------------------------------------------------------------------------------------------

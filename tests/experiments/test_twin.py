@@ -21,9 +21,12 @@ from shmswap.experiments import kernel as kernel_mod
 from shmswap.experiments.kernel import KernelSwap, Refused, preflight, proc_swaps, swap_header
 from shmswap.experiments.twin import (
     ALLOC_TABLES,
+    SPC,
     ScenarioError,
     compare,
+    cost_scenario,
     describe_difference,
+    model_cost,
     parse_scenario,
     random_scenario,
     replay_model,
@@ -219,3 +222,61 @@ def test_refusals_are_one_line(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(Refused, match="root"):
         preflight()
+
+
+# -- shmswap twin --cost ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("order, folios", [(0, 100), (4, 5), (9, 3)])
+def test_cost_scenario_has_room_and_the_model_times_every_folio(order, folios):
+    s = cost_scenario(order, folios)
+    assert s.cpus == 1 and s.folios == [order] * folios and s.pages % SPC == 0
+    assert s.pages - SPC >= folios << order            # room beside the header page's cluster
+    c = model_cost(order, folios)
+    assert (c["folios"], c["slots"], c["failed"], c["problems"]) == (folios, folios << order, 0, [])
+    assert c["ns"] > 0 and c["us_per_slot"] == pytest.approx(c["us_per_folio"] / (1 << order))
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["twin", "--cost", "--shipped"], "--cost runs no scenarios"),
+    (["twin", "--cost", "--cost-pages", "0"], "--cost-pages: 0"),
+    (["twin", "--cost", "--orders", "1"], "order 1"),
+])
+def test_cli_cost_bad_arguments(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+
+
+def test_cli_cost_refused_is_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemExit) as e:
+        main(["twin", "--cost"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "root" in err and err.count("\n") == 1
+
+
+@needs_kernel
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("data", ["random", "zeros"])
+def test_cli_cost_against_the_kernel(data, tmp_path, capsys):
+    out = tmp_path / "cost.json"
+    assert main(["twin", "--cost", "--orders", "0,4", "--cost-pages", "64", "--cost-data", data, "--quiet",
+                 "--json", str(out)]) == 0
+    assert "kernel us/page" in capsys.readouterr().out
+    assert not proc_swaps()
+    doc = json.loads(out.read_text())
+    assert (doc["version"], doc["kind"], doc["status"], doc["data"], doc["pages_per_order"]) == (
+        1, "cost", 0, data, 64)
+    assert doc["cpu"] in os.sched_getaffinity(0) and doc["device"].startswith("zram")
+    assert [r["order"] for r in doc["orders"]] == [0, 4]
+    for r in doc["orders"]:
+        k, m = r["kernel"], r["model"]
+        assert r["folios"] == 64 >> r["order"] and r["pages"] == 64
+        assert (k["pages"], k["swapped_pages"], k["whole_folios"]) == (64, 64, r["folios"])
+        assert k["ns"] > 0 and k["us_per_page"] == pytest.approx(k["ns"] / 1e3 / 64)
+        assert k["us_per_folio"] == pytest.approx(k["us_per_page"] * (1 << r["order"]))
+        assert (m["slots"], m["failed"], m["problems"]) == (64, 0, [])
+        assert r["ratio"] == pytest.approx(m["us_per_slot"] / k["us_per_page"])
