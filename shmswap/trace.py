@@ -21,11 +21,10 @@ after a contended acquire (``set_hook_points``): an uncontended lock costs what 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 
 from .substrate import _prim
+from .substrate.files import write_atomically
 from .substrate.locks import LockClass
 from .substrate.observe import Observer
 
@@ -168,19 +167,5 @@ def trace_document(shipments: Iterable[tuple], names: dict[int, str], t0_ns: int
 def write_trace(path: str, doc: dict) -> int:
     """Write the document whole or not at all (a temporary name beside it, then a rename); its size."""
     text = json.dumps(doc, separators=(",", ":"))
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".shmswap-trace-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # mkstemp's 0600 is not what a plain open would give
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomically(path, text)
     return len(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shmswap.mm.cluster import ci_lock, ci_unlock
+from shmswap.substrate.observe import Observer
 
 
 def walk(system, lst: int) -> list[int]:
@@ -23,3 +24,20 @@ def hold_cluster_lock(system, ci: int, held, done) -> None:
     held.set()
     done.wait(20)
     ci_unlock(system.si, ci)
+
+
+class OnPoint(Observer):
+    """Calls ``fn(kind, a, b)`` at every preemption point until ``remove``."""
+
+    def __init__(self, system, fn) -> None:
+        self.system = system
+        self.fn = fn
+
+    def sched_point(self, kind, a, b):
+        self.fn(kind, a, b)
+
+    def remove(self) -> None:
+        """Stop calling ``fn`` (and drop it: a closure that names this observer makes a cycle)."""
+        if self in self.system.system.observers:
+            self.system.system.observers.remove(self)
+        self.fn = None

@@ -18,9 +18,10 @@ import math
 import os
 import re
 import sys
-import tempfile
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..substrate.files import write_atomically
 
 __all__ = ["Parser", "progress_bar", "write_atomically", "error", "check_output_path", "int_arg", "float_arg",
            "join_dash_values", "cut", "cut_message", "cut_path"]
@@ -165,35 +166,3 @@ def progress_bar(label: str, total: float, quiet: bool = False):
     if quiet or not sys.stdout.isatty():
         return _NoProgress()
     return _RichProgress(label, total)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all: a temporary file beside it, then a rename.
-
-    A path that exists and is not a regular file (``/dev/stdout``, a FIFO, ``/dev/full``) is written
-    in place: renaming over a device would replace it.
-    """
-    if os.path.exists(path) and not os.path.isfile(path):
-        with open(path, "w") as f:
-            f.write(text)
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".shmswap-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            # mkstemp makes the file 0600; a result file gets the mode open() would give it
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

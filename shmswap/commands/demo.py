@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import textwrap
 
 from rich.console import Console
@@ -97,24 +96,6 @@ def _result(run: LessonRun, args: dict, solve: bool, written: list[str]) -> dict
     return doc
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    """``data`` to ``path`` whole or not at all (a temporary file beside it, then a rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=".shmswap-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _check_dir(option: str, path: str | None) -> str | None:
     if path is None:
         return None
@@ -148,10 +129,10 @@ def main(args: argparse.Namespace) -> int:
         for i, frame in enumerate(frames):
             path = os.path.join(option, f"step-{i:02}.{ext}")
             data = draw(frame)
-            _write_bytes(path, data) if isinstance(data, bytes) else write_atomically(path, data)
+            write_atomically(path, data)
             written.append(path)
     if args.gif:
-        _write_bytes(args.gif, gif(frames))
+        write_atomically(args.gif, gif(frames))
         written.append(args.gif)
     if args.html:
         write_atomically(args.html, html_page(run, echo))

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 from ..experiments.timeseries import SeriesError, draw_png, html_page
 from .common import cut, write_atomically
@@ -37,24 +36,6 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    """``data`` to ``path`` whole or not at all (a temporary file beside it, then a rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=".shmswap-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def main(args: argparse.Namespace) -> int:
     path = args.result
     try:
@@ -75,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         os.makedirs(out, exist_ok=True)
         png_path = os.path.join(out, f"{stem}.timeseries.png")
-        _write_bytes(png_path, png)
+        write_atomically(png_path, png)
         written = [png_path]
         if args.html:
             html_path = os.path.join(out, f"{stem}.timeseries.html")

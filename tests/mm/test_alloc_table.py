@@ -12,7 +12,7 @@ import errno
 import numpy as np
 import pytest
 from conftest import CACHE_ONLY, SWAPPED, alloc_folio, assert_clean, release, run_check, stat
-from helpers import walk
+from helpers import OnPoint, walk
 
 from shmswap.mm.alloc_table import (
     LOST_T5,
@@ -68,23 +68,6 @@ class SleepSpy(Observer):
 def spy_sleep(system, during=None):
     """Watch the sleeping allocation: the list of what ``SleepSpy`` saw each time it ran."""
     return system.add_observer(SleepSpy(system, during)).seen
-
-
-class OnPoint(Observer):
-    """Calls ``fn(kind, a, b)`` at every preemption point until ``remove``."""
-
-    def __init__(self, system, fn) -> None:
-        self.system = system
-        self.fn = fn
-
-    def sched_point(self, kind, a, b):
-        self.fn(kind, a, b)
-
-    def remove(self) -> None:
-        """Stop calling ``fn`` (and drop it: a closure that names this observer makes a cycle)."""
-        if self in self.system.system.observers:
-            self.system.system.observers.remove(self)
-        self.fn = None
 
 
 def assert_nothing_held(system):

@@ -24,7 +24,7 @@ from conftest import (
     run_check,
     stat,
 )
-from helpers import hold_cluster_lock, walk
+from helpers import OnPoint, hold_cluster_lock, walk
 
 from shmswap.mm.allocator import folio_alloc_swap, get_swap_page_of_type
 from shmswap.mm.cluster import CI_BYTES, ci_lock, ci_unlock
@@ -46,23 +46,6 @@ from shmswap.substrate.preempt import Point
 from shmswap.substrate.stats import Stat
 
 CTX = mp.get_context("fork")
-
-
-class OnPoint(Observer):
-    """Calls ``fn(kind, a, b)`` at every preemption point until ``remove``."""
-
-    def __init__(self, system, fn) -> None:
-        self.system = system
-        self.fn = fn
-
-    def sched_point(self, kind, a, b):
-        self.fn(kind, a, b)
-
-    def remove(self) -> None:
-        """Stop calling ``fn`` (and drop it: a closure that names this observer makes a cycle)."""
-        if self in self.system.system.observers:
-            self.system.system.observers.remove(self)
-        self.fn = None
 
 
 class OnSleep(Observer):
