@@ -140,7 +140,7 @@ def assert_clean(system: TestModel, findings: bool = False) -> CheckResult:
     return res
 
 
-def _reset_prim() -> None:
+def reset_prim() -> None:
     _prim.set_hook(None)
     _prim.set_hook_points(True, True)
     _prim.set_stats(None)
@@ -162,7 +162,24 @@ def make_system():
     yield make
     for system in reversed(systems):
         system.close()
-    _reset_prim()
+    reset_prim()
+
+
+@pytest.fixture
+def open_model():
+    """Factory: ``open_model(config, **model_options) -> Model``, closed at teardown."""
+    models: list[Model] = []
+
+    def make(cfg: Config, **kw) -> Model:
+        m = Model(cfg, **kw)
+        models.append(m)
+        return m
+
+    reset_prim()
+    yield make
+    for m in reversed(models):
+        m.close()
+    reset_prim()
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import reset_prim
 
 from shmswap import Allocation, Config, Model, Snapshot
 from shmswap import model as model_module
 from shmswap.config import PAGE_SIZE
 from shmswap.model import CACHE_ONLY, CACHED, SWAPPED
-from shmswap.substrate import _prim
 
 ROOT = Path(__file__).resolve().parent.parent      # the repository (the package may be installed elsewhere)
 SPC = 8
@@ -35,27 +35,10 @@ def small(**kw) -> Config:
     return Config(**base)
 
 
-def _reset_prim() -> None:
-    _prim.set_hook(None)
-    _prim.set_stats(None)
-    _prim.set_abort(None)
-    _prim.set_worker(0)
-
-
 @pytest.fixture
-def make_model():
+def make_model(open_model):
     """Factory: ``make_model(**config) -> Model`` on the small device, closed at teardown."""
-    models: list[Model] = []
-
-    def make(**kw) -> Model:
-        m = Model(small(**kw))
-        models.append(m)
-        return m
-
-    yield make
-    for m in reversed(models):
-        m.close()
-    _reset_prim()
+    return lambda **kw: open_model(small(**kw))
 
 
 @pytest.fixture
@@ -256,7 +239,7 @@ def test_readme_model_api_example_runs():
     try:
         out = _run_example(code)
     finally:
-        _reset_prim()
+        reset_prim()
     assert out.splitlines()[-1] == "True"           # print(m.check().ok)
 
 
@@ -269,7 +252,7 @@ def test_model_docstring_example_runs():
     try:
         out = _run_example(code)
     finally:
-        _reset_prim()
+        reset_prim()
     outs = out.splitlines()
     snap = json.loads(outs[0])
     assert set(snap) == {"clusters", "lists", "percpu", "device", "slab"}

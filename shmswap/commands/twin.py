@@ -170,6 +170,33 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+class _KernelRun:
+    """While the kernel driver runs: SIGTERM raises ``Terminated``; Ctrl-C and SIGTERM end the run
+    in order (status 130, 143) and a kernel error in one line (status 1), the driver having
+    restored the machine on the way out.  ``status`` is what the run ends with."""
+
+    status = 0
+
+    def __enter__(self) -> _KernelRun:
+        self.old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+        return self
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        signal.signal(signal.SIGTERM, self.old_term)
+        if typ is None:
+            return False
+        if issubclass(typ, KeyboardInterrupt):
+            self.status = 130
+        elif issubclass(typ, Terminated):
+            self.status = 143
+        elif issubclass(typ, KernelError):
+            print(f"shmswap: error: {cut(str(exc), 300)}", file=sys.stderr)
+            self.status = 1
+        else:
+            return False
+        return True
+
+
 def _run_kernel(s, device: str, retries: int, note) -> tuple[Replay, int]:
     """The kernel's slots for ``s`` and how many runs were disturbed."""
     disturbed = 0
@@ -239,9 +266,7 @@ def main_cost(args) -> int:
 
     rows: list[dict] = []
     algorithm = ""
-    status = 0
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
+    with _KernelRun() as run:
         for o in orders:
             folios = max(1, args.cost_pages >> o)
             try:
@@ -249,7 +274,7 @@ def main_cost(args) -> int:
             except Disturbed as e:
                 rows.append({"order": o, "folios": folios, "error": f"stayed disturbed: {e}"})
                 note(f"order {o}: stayed disturbed: {e}")
-                status = 1
+                run.status = 1
                 continue
             model = _cost_model(o, folios, kern["cpu"])
             kern["us_per_page"] = kern["ns"] / 1e3 / kern["pages"]
@@ -262,16 +287,8 @@ def main_cost(args) -> int:
                      f"{kern['whole_folios']} of {folios} folios whole")
             if model["failed"] or model["problems"]:
                 note(f"order {o}: the model failed {model['failed']} folios; problems: {model['problems'][:3]}")
-                status = 1
-    except KeyboardInterrupt:
-        status = 130
-    except Terminated:
-        status = 143
-    except KernelError as e:
-        print(f"shmswap: error: {cut(str(e), 300)}", file=sys.stderr)
-        status = 1
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
+                run.status = 1
+    status = run.status
     done = [r for r in rows if "kernel" in r]
     cpu = done[0]["kernel"]["cpu"] if done else None
     print(f"twin --cost: Linux {os.uname().release}, {device} ({algorithm or '?'}), CPU {cpu}, "
@@ -325,9 +342,7 @@ def main(args) -> int:
     rows: list[dict] = []
     totals = {"scenarios": 0, "slots": 0, "differences": 0, "problems": 0}
     printed = False
-    status = 0
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
+    with _KernelRun() as run:
         with progress_bar("twin", len(scenarios), quiet) as update:
             for n, s in enumerate(scenarios):
                 if update:
@@ -392,15 +407,7 @@ def main(args) -> int:
                     diffs = sum(e["differences"] for e in row["variants"].values())
                     note(f"{s.name}: {s.kind} {s.pages} pages, {len(s.bad_pages)} bad, {s.cpus} CPUs, "
                          f"{len(s.folios)} folios: {diffs} differences against {ref_name}")
-    except KeyboardInterrupt:
-        status = 130
-    except Terminated:
-        status = 143
-    except KernelError as e:
-        print(f"shmswap: error: {cut(str(e), 300)}", file=sys.stderr)
-        status = 1
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
+    status = run.status
     against = "expect/seed" if args.model_only else "kernel"
     variants = ",".join(ALLOC_TABLES)
     print(f"twin: {totals['scenarios']} scenarios, {totals['slots']} slots compared ({variants} against "

@@ -5,7 +5,7 @@ cross-device re-check (reference §4.3, §5.3, §8, §10 W12), forced determinis
 from collections import Counter
 
 import pytest
-from conftest import TestModel, _reset_prim, stat
+from conftest import TestModel, reset_prim, stat
 
 from shmswap.config import Config, ConfigError
 from shmswap.mm.alloc_table import LOST_W12, XDEV_OUT_OF_RANGE, XDEV_TAKEN, decode_lost, decode_xdev, lost_device
@@ -32,7 +32,7 @@ def models():
     yield make
     for m in reversed(made):
         m.close()
-    _reset_prim()
+    reset_prim()
 
 
 def test_device_list_parses_and_names_the_bad_part():

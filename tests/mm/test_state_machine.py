@@ -20,9 +20,9 @@ from conftest import (
     RAW,
     SWAPPED,
     TestModel,
-    _reset_prim,
     alloc_folio,
     release,
+    reset_prim,
     run_check,
     small_config,
 )
@@ -93,7 +93,7 @@ def machine(device: str, alloc_table: str, spc: int):
             if self.s is not None:
                 self.s.close()
                 self.s = None
-            _reset_prim()
+            reset_prim()
 
         # -- the model ---------------------------------------------------------------------------------
         def as_cpu(self, cpu: int) -> None:

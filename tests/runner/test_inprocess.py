@@ -12,7 +12,7 @@ BASE = dict(size="4M", slots_per_cluster=16, orders="0:0.8,2:0.2", fill=0.3, cpu
 
 
 @pytest.fixture(autouse=True)
-def _reset_prim():
+def reset_prim():
     yield
     _prim.set_hook(None)
     _prim.set_stats(None)

@@ -10,7 +10,7 @@ import pytest
 from conftest import small_config
 from helpers import hold_cluster_lock
 
-from shmswap import Model, Observer
+from shmswap import Observer
 from shmswap.checks.faults import FaultPlan
 from shmswap.mm.cluster import CW, ci_lock, ci_unlock
 from shmswap.substrate import _prim
@@ -62,28 +62,11 @@ class Points(Observer):
         self.kinds.append(kind)
 
 
-def _reset_prim() -> None:
-    _prim.set_hook(None)
-    _prim.set_stats(None)
-    _prim.set_abort(None)
-    _prim.set_worker(0)
-
-
 @pytest.fixture
-def make_model():
-    """Factory: ``make_model(observers=(), oracles=True, **config) -> Model`` on a small device, closed at teardown."""
-    models: list[Model] = []
-
-    def make(observers=(), oracles=True, **kw) -> Model:
-        m = Model(small_config(**kw), observers=observers, oracles=oracles)
-        models.append(m)
-        return m
-
-    _reset_prim()
-    yield make
-    for m in reversed(models):
-        m.close()
-    _reset_prim()
+def make_model(open_model):
+    """Factory: ``make_model(observers=(), oracles=True, **config) -> Model`` on a small device."""
+    return lambda observers=(), oracles=True, **kw: open_model(small_config(**kw), observers=observers,
+                                                               oracles=oracles)
 
 
 def test_only_overridden_hooks_are_dispatched():
