@@ -1,8 +1,10 @@
 """``shmswap demo``: the teaching mode, in the manner of the OSTEP homework simulators.
 
-A lesson (``shmswap.experiments.lessons``) runs on a tiny device (2 CPUs, 4 clusters of 8 slots),
-one operation per step.  The output echoes every argument (``ARG name value``), gives one line per
-step (which CPU, which kernel function, what changed) with the questions that step asks, draws the
+A lesson (``shmswap.experiments.lessons``) runs on a tiny device (2 CPUs, 4 clusters of 8 slots)
+under the deterministic scheduler, one operation per step; a step that interleaves two CPUs (a
+sleeping table allocation, a lockless reader's window) prints the schedule script that makes it.
+The output echoes every argument (``ARG name value``), gives one line per step (which CPU, which
+kernel function, what changed) with the questions that step asks, draws the
 clusters (slots in use and by whom, list, table) and each CPU's per-CPU cache, and ends with one
 machine-readable line (``RESULT {json}``).  ``-s SEED`` picks the problem.  Without ``-c`` every
 answer reads ``?``; with ``-c`` the answers are printed: the two outputs differ only on the lines
@@ -37,7 +39,7 @@ HIDDEN = "?"
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the teaching mode: predict the allocator's next move, step by step",
                        description="A lesson on a tiny device (2 CPUs, 4 clusters of 8 slots), one operation per "
-                       "step. Predict each answer, then rerun with -c. Lessons: "
+                       "step, under the deterministic scheduler. Predict each answer, then rerun with -c. Lessons: "
                        + "; ".join(f"{k}: {v.title}" for k, v in LESSONS.items()) + ".")
     p.add_argument("lesson", nargs="?", default="paths", choices=list(LESSONS), help="the lesson")
     p.add_argument("-s", "--seed", type=int_arg, default=0, help="picks the problem")
@@ -59,9 +61,13 @@ def render(run: LessonRun, args: dict, solve: bool) -> list[Text | str]:
     """The terminal output, line by line (rich ``Text`` for the drawings)."""
     out: list[Text | str] = [f"ARG {k} {v}" for k, v in args.items()]
     out.append(f"ARG device {CPUS} CPUs, {CLUSTERS} clusters of {SPC} slots, order 0, ssd")
+    out.append("ARG scheduler deterministic")
     out.append("")
     out.append(f"Lesson {run.name}: {run.title}")
     out += textwrap.wrap(run.intro, 100)
+    out += textwrap.wrap("Every step runs under the deterministic scheduler: one task at a time (cpu0 and cpu1, "
+                         "each starting its operations on its CPU, and the manager). A step that interleaves "
+                         "them prints its schedule script, in the format of shmswap replay.", 100)
     out.append("")
     out.append(f"The problem (seed {run.seed}), before step 1:")
     out += [f"  {s}" for s in run.setup]
@@ -75,6 +81,8 @@ def render(run: LessonRun, args: dict, solve: bool) -> list[Text | str]:
             out += terminal(st.before)
         out.append("")
         out.append(f"{st.headline()}  {_answer(st.changed, solve)}")
+        if st.schedule:
+            out.append("      schedule: " + "; ".join(st.schedule))
         for q in st.questions:
             out.append(f"      Q: {q.ask}  {_answer(q.answer, solve)}")
         out += terminal(st.after)
@@ -88,7 +96,9 @@ def render(run: LessonRun, args: dict, solve: bool) -> list[Text | str]:
 def _result(run: LessonRun, args: dict, solve: bool, written: list[str]) -> dict:
     doc = {"demo": run.name, "seed": run.seed, "solve": solve, "steps": len(run.steps),
            "questions": sum(len(s.questions) for s in run.steps), "check_ok": run.check_ok,
-           "violations": sum(c["violations"] for c in run.checks), "files": written}
+           "violations": sum(c["violations"] for c in run.checks), "files": written,
+           "scheduler": "deterministic", "sched_points": run.points, "sched_digest": f"{run.digest:016x}",
+           "schedules": {str(s.n): s.schedule for s in run.steps if s.schedule}}
     if solve:
         doc["answers"] = [{"step": s.n, "cpu": s.cpu, "func": s.func, "changed": s.changed,
                            "questions": [[q.ask, q.answer] for q in s.questions]} for s in run.steps]

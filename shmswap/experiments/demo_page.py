@@ -77,8 +77,10 @@ def html_page(run: LessonRun, args: dict) -> str:
         qs = "".join(f'<div class="q">{escape(q.ask)}{_answer(q.answer)}</div>' for q in st.questions)
         device = escape(st.before.note or st.before.variant)
         fresh = f'<p class="setup">The same problem on a fresh device ({device}).</p>' if st.fresh else ""
+        sched = (f'<p class="setup">schedule: <code>{escape("; ".join(st.schedule))}</code></p>'
+                 if st.schedule else "")
         slides.append(f'<section class="slide" data-step="{st.n}">{fresh}<div class="drawing">{svg(st.before)}</div>'
-                      f'<div class="step">{escape(st.headline())}</div>{qs}'
+                      f'<div class="step">{escape(st.headline())}</div>{sched}{qs}'
                       f'<div class="q">what changed?{_answer(st.changed)}</div></section>')
     verdict = "; ".join(f"{c['alloc_table']}: {c['violations']} violations, findings: "
                         f"{', '.join(c['findings']) or 'none'}" for c in run.checks)

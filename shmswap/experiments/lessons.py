@@ -1,20 +1,25 @@
 """The teaching mode's lessons (``shmswap demo``), in the manner of the OSTEP homework simulators.
 
-A lesson is a short script of steps on the model API (``shmswap.Model``) on a tiny device: 2 CPUs,
-4 clusters of 8 slots, order-0 folios, an SSD.  One step is one operation (an allocation, a free,
-a lockless lookup, the manager's work) by one CPU; everything runs in this process, so a lesson
-and its seed replay exactly.  The seed (``-s SEED``) picks the problem: which CPU goes first, how
-full things are before step 1, the order of the steps, whether a sleeping allocation also fails.
+A lesson is a short series of steps on the model API (``shmswap.Model``) on a tiny device: 2 CPUs,
+4 clusters of 8 slots, order-0 folios, an SSD.  Everything, the setup included, runs under the
+deterministic scheduler (``runner/deterministic.py``): each CPU and the manager are tasks, exactly
+one runs between preemption points, and a schedule script (``runner/script.py``'s format, run on
+the lesson's device by ``runner/stepwise.py``) decides which.  One step is one script: usually one
+operation (an allocation, a free, the manager's work) by one CPU; where the lesson is about an
+interleaving inside an operation, the step's script says where the other CPU runs and the lesson
+prints it -- the sleeping table allocation (``fail atomic 1``, ``run cpu0 until sleep in
+swap_cluster_alloc_table``, ``run cpu1``, ``cpu0 wakes on cpu1``, ``run cpu0``) and the lockless
+reader (``run cpu1 until reader``, ``run cpu0``: the free and the table free inside the reader's
+window, ``run cpu1``).  So a lesson and its seed replay exactly.  The seed (``-s SEED``) picks the
+problem: which CPU goes first, how full things are before step 1, the order of the steps, and the
+script (whether the other CPU allocates while one sleeps, whether the sleeping allocation fails
+too, whether the writer allocates again inside the reader's window).
 
 What a step changed is recorded, not computed by hand: a ``Recorder`` observer hears the table
 allocations and frees, the sleep and the wake-up (a migration when the CPU differs) and the
-reader's window; list moves and per-CPU cache changes come from ``Model.snapshot()`` before and
-after; fast or slow path from the worker's counters.  The interleavings inside one operation are
-staged the way the tests stage them (tests/mm/test_alloc_table.py): a ``FaultPlan`` forces the
-atomic table allocation (and, if the seed says so, the sleeping one) to fail and picks the CPU the
-sleeper wakes on; the ``sleep`` hook runs the other CPU's step while the first one sleeps, and the
-``reader_window`` hook runs a free (and maybe a new allocation) while a lockless reader holds a
-table pointer it loaded.
+reader's window, and the scheduler's ``on_step`` marks where another task takes over; list moves
+and per-CPU cache changes come from ``Model.snapshot()`` before and after; fast or slow path from
+the worker's counters.
 
 Each step asks the reader to predict (which cluster and slot, whether a table gets allocated or
 freed, which list a cluster moves to) and carries the answers; ``shmswap demo -c`` prints them.
@@ -31,10 +36,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..checks.faults import FaultPlan
 from ..config import PAGE_SIZE, Config
 from ..mm.swap import SWAP_MAP_BAD
 from ..model import CACHE_ONLY, SWAPPED, Allocation, Model, Snapshot
+from ..runner.deterministic import SchedTask, Scheduler
+from ..runner.stepwise import run_schedule, script_op
 from ..substrate.observe import Observer
 from ..substrate.stats import Stat
 from .drawing import ClusterView, CpuView, Frame, short_list
@@ -58,7 +64,10 @@ class Question:
 
 @dataclass
 class Step:
-    """One operation: who ran which kernel function, what changed, the questions, the pictures."""
+    """One step: who ran which kernel function, what changed, the questions, the pictures.
+
+    ``schedule``: the script's lines when the step interleaves tasks (else empty: one task ran);
+    ``points``: the scheduling points the step took."""
 
     n: int
     cpu: int | None
@@ -69,6 +78,8 @@ class Step:
     after: Frame
     events: list[str] = field(default_factory=list)
     fresh: bool = False         # the first step on a new device (the lesson's next part)
+    schedule: list[str] = field(default_factory=list)
+    points: int = 0
 
     def headline(self) -> str:
         who = f"CPU {self.cpu}" if self.cpu is not None else "manager"
@@ -87,6 +98,8 @@ class LessonRun:
     steps: list[Step]
     final: Frame
     checks: list[dict]
+    points: int = 0             # scheduling points, setup included
+    digest: int = 0             # of every step's trace, in order: the same seed gives the same one
 
     @property
     def check_ok(self) -> bool:
@@ -106,43 +119,67 @@ class LessonRun:
 
 # -- recording ------------------------------------------------------------------------------------------
 
+def _task(idx: int) -> str:
+    """A task as the schedule scripts name it: ``cpuN`` starts every operation on CPU N."""
+    return "manager" if idx == CPUS else f"cpu{idx}"
+
+
 class Recorder(Observer):
-    """What happened inside one step, in words; and the hooks that run another CPU meanwhile."""
+    """What happened inside one step, in words, with the task (worker) that did it; ``None`` text
+    marks where the scheduler handed the CPU to another task."""
 
     def __init__(self) -> None:
-        self.events: list[str] = []
-        self.during_sleep: Callable[[], None] | None = None
-        self.during_read: Callable[[], None] | None = None
+        self.events: list[tuple[int, str | None]] = []
         self.read: tuple[int, int] | None = None       # the reader's (table, entry value)
+        self.reader = -1                               # the task in a lookup (others read tables too)
+
+    def note(self, wid: int, text: str | None) -> None:
+        self.events.append((wid, text))
 
     def table_alloc(self, wid: int, ci: int, table: int, sleeping: bool) -> None:
-        self.events.append(f"table #{table} allocated for cluster {ci} ({'sleeping' if sleeping else 'atomic'})")
+        self.note(wid, f"table #{table} allocated for cluster {ci} ({'sleeping' if sleeping else 'atomic'})")
 
     def table_free(self, wid: int, ci: int, table: int) -> None:
-        self.events.append(f"swap_cluster_free_table: cluster {ci} lost its table #{table}")
+        self.note(wid, f"swap_cluster_free_table: cluster {ci} lost its table #{table}")
 
     def table_freed_unused(self, wid: int, ci: int, table: int) -> None:
-        self.events.append(f"table #{table}, allocated for cluster {ci}, freed unused")
+        self.note(wid, f"table #{table}, allocated for cluster {ci}, freed unused")
 
     def sleep(self, wid: int, ci: int, cpu: int) -> None:
-        self.events.append(f"atomic table allocation failed: every lock dropped, the task on CPU {cpu} sleeps "
-                           f"for a table for cluster {ci} (isolated, on no list)")
-        during, self.during_sleep = self.during_sleep, None
-        if during is not None:
-            during()
+        self.note(wid, f"atomic table allocation failed: every lock dropped, the task on CPU {cpu} sleeps "
+                       f"for a table for cluster {ci} (isolated, on no list)")
 
     def wake(self, wid: int, cpu: int, before: int) -> None:
-        self.events.append(f"woke on CPU {cpu}" + (f" (migrated from CPU {before})" if cpu != before else ""))
+        self.note(wid, f"woke on CPU {cpu}" + (f" (migrated from CPU {before})" if cpu != before else ""))
 
     def reader_window(self, wid: int, ci: int, table: int, off: int) -> None:
-        during, self.during_read = self.during_read, None
-        if during is not None:
-            self.events.append(f"the reader loaded cluster {ci}'s table pointer (#{table}), rcu_read_lock held")
-            during()
+        if wid == self.reader:
+            self.note(wid, f"the reader loaded cluster {ci}'s table pointer (#{table}), rcu_read_lock held")
 
     def reader_read(self, wid: int, ci: int, table: int, off: int, tb: int) -> int:
-        self.read = (table, tb)
+        if wid == self.reader:
+            self.read = (table, tb)
+            self.note(wid, f"the reader read entry {off} of table #{table}")
         return tb
+
+    def texts(self, wid: int | None = None) -> list[str]:
+        return [t for w, t in self.events if t is not None and (wid is None or w == wid)]
+
+    def told(self) -> list[str]:
+        """The events in words; when more than one task ran, in runs of one task each, in the order
+        the scheduler ran them ("CPU 1 runs: ...")."""
+        runs: list[tuple[int, list[str]]] = []
+        for w, t in self.events:
+            if t is None:
+                if not runs or runs[-1][0] != w:
+                    runs.append((w, []))
+            else:
+                if not runs or runs[-1][0] != w:     # an event of a task the scheduler did not mark
+                    runs.append((w, []))
+                runs[-1][1].append(t)
+        if len({w for w, _ in runs}) <= 1:
+            return [t for _, ts in runs for t in ts]
+        return [f"{_task(w)} runs" + (": " + "; ".join(ts) if ts else "") for w, ts in runs]
 
 
 def _lists_of(snap: Snapshot) -> dict[int, str | None]:
@@ -164,14 +201,83 @@ def _diff(s0: Snapshot, s1: Snapshot) -> list[str]:
 
 # -- a lesson's device -------------------------------------------------------------------------------------
 
+_MASK64 = (1 << 64) - 1
+
+
 class Stage:
-    """One device of a lesson: the model with its fault plan and recorder."""
+    """One device of a lesson: the model, its recorder, and the schedule scripts run on it."""
 
     def __init__(self, alloc_table: str = "seed") -> None:
-        self.faults = FaultPlan()
         self.rec = Recorder()
         self.alloc_table = alloc_table
-        self.model = Model(lesson_config(alloc_table), observers=[self.faults, self.rec])
+        self.model = Model(lesson_config(alloc_table), observers=[self.rec])
+        self.results: list[tuple[int, str, object]] = []   # (task, operation, what it returned)
+        self.points = 0
+        self.digest = 0
+        self.main: int | None = None                      # the step's task: others' operations are told
+
+    def make_op(self, model: Model, op: tuple) -> Callable[[], None]:
+        """The script's operation ``op``, keeping what it returns (and, in words, what another
+        task's operation did)."""
+        kind = op[0]
+        results, rec = self.results, self.rec
+
+        def me() -> int:
+            return model.system.current.wid
+
+        def tell(text: str) -> None:
+            if me() != self.main:
+                rec.note(me(), text)
+
+        if kind == "alloc":
+            _, order, state, times = op
+
+            def alloc() -> None:
+                for _ in range(times):
+                    a = model.alloc(order=order, state=state)
+                    results.append((me(), "alloc", a))
+                    tell("folio_alloc_swap: no slot" if a is None else
+                         f"folio_alloc_swap: slot {a.entry} (cluster {a.entry // SPC}, table "
+                         f"#{int(model.system.shm.clu['table'][a.entry // SPC])})")
+            return alloc
+        if kind == "free":
+            def free() -> None:
+                for e in range(op[1], op[2] + 1):
+                    if e in model.held:
+                        a = model.held[e]
+                        tell(f"frees slot {e}")
+                        model.free(e)
+                        results.append((me(), "free", a))
+            return free
+        if kind == "lookup":
+            def lookup() -> None:
+                rec.reader = me()
+                try:
+                    for e in range(op[1], op[2] + 1):
+                        results.append((me(), "lookup", model.lookup(None, e)))
+                finally:
+                    rec.reader = -1
+            return lookup
+        return script_op(model, op)
+
+    def schedule(self, body: str, main: int | None = None) -> list[tuple[int, str, object]]:
+        """Run the script ``body`` on this device under the deterministic scheduler; returns what
+        its operations returned.  ``main``: the step's task (the operations of the others are told
+        in the recorder's events)."""
+        self.results = []
+        self.main = main
+        rec = self.rec
+        last = [-1]
+
+        def on_step(sched: Scheduler, t: SchedTask) -> None:
+            if t.idx != last[0]:
+                last[0] = t.idx
+                rec.note(t.wid, None)
+        sched = run_schedule(self.model, body, make_op=self.make_op, on_step=on_step)
+        self.points += sched.step
+        self.digest = (self.digest * 1000003 ^ sched.digest) & _MASK64
+        self.model.on_manager()
+        return self.results
 
     def frame(self, caption: str, note: str = "") -> Frame:
         m = self.model
@@ -208,6 +314,15 @@ class Stage:
             m.close()
 
 
+def _steers(line: str) -> bool:
+    """A script line that does more than queue an operation and run its task to the end."""
+    return line.startswith("fail ") or " wakes on " in line or " until " in line
+
+
+def _op_words(state: str) -> str:
+    return "" if state == SWAPPED else f" state {state}"
+
+
 class Script:
     """Builds a lesson's steps on one or more stages."""
 
@@ -235,56 +350,70 @@ class Script:
 
     # -- setting up the problem (no questions) --------------------------------------------------------
     def prefill(self, cpu: int, n: int, state: str = SWAPPED) -> list[Allocation]:
-        got = [self.stage.model.alloc(cpu=cpu, state=state) for _ in range(n)]
-        if n:
-            slots = [a.entry for a in got]
-            listed = (f"{slots[0]}..{slots[-1]}" if n > 4 and slots == list(range(slots[0], slots[0] + n))
-                      else " ".join(map(str, slots)))
-            self.setup.append(f"{self.stage.alloc_table}: CPU {cpu} allocated {n} slot{'s' if n > 1 else ''}: {listed}")
+        if not n:
+            return []
+        body = f"cpu{cpu}: alloc{_op_words(state)} times {n}\nrun cpu{cpu}"
+        got = [a for _, _, a in self.stage.schedule(body, cpu)]
+        slots = [a.entry for a in got]
+        listed = (f"{slots[0]}..{slots[-1]}" if n > 4 and slots == list(range(slots[0], slots[0] + n))
+                  else " ".join(map(str, slots)))
+        self.setup.append(f"{self.stage.alloc_table}: CPU {cpu} allocated {n} slot{'s' if n > 1 else ''}: {listed}")
         return got
 
     # -- steps -------------------------------------------------------------------------------------------
     def _caption(self, text: str) -> str:
         return f"{self.name} ({self.stage.alloc_table}): {text}"
 
-    def _run(self, cpu: int | None, func: str, action: Callable[[], object],
+    def _run(self, cpu: int | None, func: str, body: list[str],
              questions: Callable[[object, Snapshot, Snapshot, list[str]], tuple[str, list[Question]]]) -> object:
+        """One step: run the script ``body`` (its first operation is the step's, by ``cpu``)."""
         st = self.stage
         n = len(self.steps) + 1
         who = f"CPU {cpu}" if cpu is not None else "the manager"
         before = st.frame(self._caption(f"before step {n}: {who} calls {func}"), self.note)
         s0 = st.model.snapshot()
         st.rec.events = []
-        result = action()
+        st.rec.read = None
+        points = st.points
+        me = CPUS if cpu is None else cpu
+        mine = [r for w, _, r in st.schedule("\n".join(body), me) if w == me]
+        result = mine[0] if mine else None
         s1 = st.model.snapshot()
-        events = list(st.rec.events)
+        events = st.rec.texts(me)
         what, qs = questions(result, s0, s1, events)
-        changed = "; ".join([what] + events + _diff(s0, s1))
+        interleaved = len({w for w, t in st.rec.events if t is None}) > 1
+        changed = "; ".join([what] + st.rec.told() + _diff(s0, s1))
         after = st.frame(self._caption(f"after step {n}: {what}"), self.note)
         fresh = bool(self.steps) and self._last is not st
         self._last = st
-        self.steps.append(Step(n, cpu, func, changed, qs, before, after, events, fresh))
+        self.steps.append(Step(n, cpu, func, changed, qs, before, after, st.rec.texts(), fresh,
+                               body if interleaved or any(_steers(x) for x in body) else [], st.points - points))
         return result
 
     def alloc(self, cpu: int, state: str = SWAPPED, *, atomic_fail: bool = False, sleep_fail: bool = False,
-              wake_on: int | None = None, during_sleep: Callable[[], str] | None = None) -> Allocation | None:
+              wake_on: int | None = None, meanwhile: int | None = None) -> Allocation | None:
+        """``cpu`` allocates.  With ``atomic_fail`` its atomic table allocation fails (``fail
+        atomic 1``; ``sleep_fail``: the sleeping one too): the script runs it until it sleeps in
+        swap_cluster_alloc_table, runs CPU ``meanwhile``'s allocation to the end (if given), and
+        wakes it on CPU ``wake_on``."""
         st = self.stage
-        m = st.model
         counted = (Stat.FAST_HIT, Stat.SLOW_PATH, Stat.USED_PERCPU, Stat.INSTALLED, Stat.RETURNED_NULL)
         before = {k: st.stat(cpu, k) for k in counted}
-        st.faults.atomic = int(atomic_fail)
-        st.faults.sleeping = int(sleep_fail)
-        st.faults.migrate_to = wake_on
-        if during_sleep is not None:
-            def run_other() -> None:
-                me = m.system.current
-                st.rec.events.append("while it sleeps, " + during_sleep())
-                m.system.switch_to(me)
-            st.rec.during_sleep = run_other
+        body = [f"cpu{cpu}: alloc{_op_words(state)}"]
+        if atomic_fail:
+            if meanwhile is not None:
+                body.append(f"cpu{meanwhile}: alloc")
+            body.append("fail atomic 1")
+            if sleep_fail:
+                body.append("fail sleeping 1")
+            body.append(f"run cpu{cpu} until sleep in swap_cluster_alloc_table")
+            if meanwhile is not None:
+                body.append(f"run cpu{meanwhile}")
+            if wake_on is not None:
+                body.append(f"cpu{cpu} wakes on cpu{wake_on}")
+        body.append(f"run cpu{cpu}")
 
         def questions(a, s0, s1, events):
-            st.faults.migrate_to = None
-            st.rec.during_sleep = None
             did = {k for k in counted if st.stat(cpu, k) > before[k]}
             fast, slow = Stat.FAST_HIT in did, Stat.SLOW_PATH in did
             if a is None:
@@ -333,15 +462,10 @@ class Script:
                                    if lost else "no"))
             return where + (" (fast path)" if fast else " (slow path)" if slow else ""), qs
 
-        def action():
-            a = m.alloc(cpu=cpu, state=state)
-            return a
-
-        return self._run(cpu, f"folio_alloc_swap(order 0{', ' + state if state != SWAPPED else ''})", action,
+        return self._run(cpu, f"folio_alloc_swap(order 0{', ' + state if state != SWAPPED else ''})", body,
                          questions)
 
     def free(self, a: Allocation, cpu: int) -> None:
-        st = self.stage
         c = a.entry // SPC
         func = "free_swap_and_cache_nr" if a.state == SWAPPED else "folio_free_swap (swap_cache_del_folio)"
 
@@ -356,20 +480,24 @@ class Script:
                                                                   else " (unchanged)"))]
             return f"slot {a.entry} freed", qs
 
-        self._run(cpu, f"{func}(slot {a.entry})", lambda: st.model.free(a, cpu=cpu), questions)
+        self._run(cpu, f"{func}(slot {a.entry})", [f"cpu{cpu}: free {a.entry}", f"run cpu{cpu}"], questions)
 
-    def lookup(self, cpu: int, entry: int, during: Callable[[], None] | None = None) -> int | None:
+    def lookup(self, cpu: int, entry: int, free_meanwhile: tuple[int, Allocation] | None = None,
+               realloc: bool = False) -> int | None:
+        """``cpu`` looks ``entry`` up locklessly.  With ``free_meanwhile`` (a CPU and the allocation
+        it frees) the script runs the reader until its window (``run cpuN until reader``), then the
+        other CPU's free (and, with ``realloc``, a new cache-only allocation), then the reader."""
         st = self.stage
-        m = st.model
-        st.rec.read = None
-        if during is not None:
-            def run_other() -> None:
-                during()
-                m.on(cpu)
-            st.rec.during_read = run_other
+        body = [f"cpu{cpu}: lookup {entry}"]
+        if free_meanwhile is not None:
+            other, x = free_meanwhile
+            body.append(f"cpu{other}: free {x.entry}")
+            if realloc:
+                body.append(f"cpu{other}: alloc state {CACHE_ONLY}")
+            body += [f"run cpu{cpu} until reader", f"run cpu{other}"]
+        body.append(f"run cpu{cpu}")
 
         def questions(folio, s0, s1, events):
-            st.rec.during_read = None
             table, tb = st.rec.read if st.rec.read is not None else (-1, 0)
             if folio is not None:
                 ans = f"yes: folio {folio}"
@@ -383,7 +511,7 @@ class Script:
             return (f"lookup of slot {entry}: " + ("found" if folio is not None else "nothing"),
                     [Question(f"does the lockless lookup of slot {entry} find a folio?", ans)])
 
-        return self._run(cpu, f"swap_cache_get_folio(slot {entry})", lambda: m.lookup(cpu, entry), questions)
+        return self._run(cpu, f"swap_cache_get_folio(slot {entry})", body, questions)
 
     def work(self) -> None:
         st = self.stage
@@ -398,7 +526,7 @@ class Script:
                               "table went straight back to the slab's freelist (SLAB_TYPESAFE_BY_RCU); only "
                               "empty slab pages wait for a grace period")])
         self._run(None, "run_pending_work (discard, reclaim, synchronize_rcu, RCU callbacks)",
-                  lambda: st.model.run_pending_work(grace_period=True), questions)
+                  ["manager: run_pending_work", "manager: grace_period", "run manager"], questions)
 
 
 # -- the lessons -----------------------------------------------------------------------------------------
@@ -448,14 +576,9 @@ def _sleep(s: Script) -> None:
     meanwhile = rng.random() < 0.5
     pre = rng.randint(1, 3)
     for variant in ("seed", "merged"):
-        st = s.open(variant, note=f"swap_cluster_alloc_table as {variant}")
+        s.open(variant, note=f"swap_cluster_alloc_table as {variant}")
         s.prefill(1, pre)
-        during = None
-        if meanwhile:
-            def during(st=st) -> str:
-                a = st.model.alloc(cpu=1)
-                return f"CPU 1 ran folio_alloc_swap: slot {a.entry}"
-        s.alloc(0, atomic_fail=True, sleep_fail=sleep_fail, wake_on=1, during_sleep=during)
+        s.alloc(0, atomic_fail=True, sleep_fail=sleep_fail, wake_on=1, meanwhile=1 if meanwhile else None)
         s.alloc(0)
 
 
@@ -467,17 +590,7 @@ def _reader(s: Script) -> None:
     s.open()
     s.prefill(reader, 1)
     x = s.alloc(writer, state=CACHE_ONLY)
-    st = s.stage
-
-    def meanwhile() -> None:
-        st.rec.events.append(f"in the reader's window CPU {writer} frees slot {x.entry}")
-        st.model.free(x, cpu=writer)
-        if reuse:
-            y = st.model.alloc(cpu=writer, state=CACHE_ONLY)
-            st.rec.events.append(f"CPU {writer} allocates again: slot {y.entry} (cluster {y.entry // SPC}, "
-                                 f"table #{int(st.model.system.shm.clu['table'][y.entry // SPC])})")
-
-    s.lookup(reader, x.entry, during=meanwhile)
+    s.lookup(reader, x.entry, free_meanwhile=(writer, x), realloc=reuse)
     s.work()
 
 
@@ -533,4 +646,8 @@ def run_lesson(name: str, seed: int = 0) -> LessonRun:
         final = s.stage.frame(f"{name} ({s.stage.alloc_table}): the end", s.note)
     finally:
         checks = s.close()
-    return LessonRun(name, spec.title, seed, spec.intro, s.setup, s.steps, final, checks)
+    digest = 0
+    for st in s.stages:
+        digest = (digest * 1000003 ^ st.digest) & _MASK64
+    return LessonRun(name, spec.title, seed, spec.intro, s.setup, s.steps, final, checks,
+                     sum(st.points for st in s.stages), digest)

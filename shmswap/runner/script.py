@@ -417,7 +417,8 @@ class ScriptPolicy:
     """Runs the statements of a script from inside the scheduler, one choice at a time."""
 
     def __init__(self, script: Script, model: Model, sched: Scheduler, fallback, checks: _Checks,
-                 lenient: bool = False) -> None:
+                 lenient: bool = False, make_op: Callable[[Model, tuple], Callable[[], None]] | None = None) -> None:
+        self.make_op = make_op or _make_op          # a lesson's keeps what its operations return
         self.stmts = script.stmts
         self.model = model
         self.sched = sched
@@ -482,7 +483,7 @@ class ScriptPolicy:
             st = self.stmts[self.pc]
             k = st.kind
             if k == "op":
-                sched.task(st.args[0]).program.q.append(_make_op(self.model, st.args[1]))
+                sched.task(st.args[0]).program.q.append(self.make_op(self.model, st.args[1]))
             elif k == "fail":
                 if st.args[0] == "atomic":
                     sched.fail_atomic += st.args[1]

@@ -61,6 +61,15 @@ def test_solve_changes_only_the_answers(capsys, monkeypatch, name):
     assert " => ?" not in solved
 
 
+@pytest.mark.parametrize("name", ["sleep", "reader"])
+def test_the_same_seed_gives_the_same_output(capsys, monkeypatch, name):
+    _, first = demo(capsys, monkeypatch, name, "-s", "6", "-c")
+    _, again = demo(capsys, monkeypatch, name, "-s", "6", "-c")
+    assert first == again
+    result = json.loads(first.splitlines()[-1].removeprefix("RESULT "))
+    assert result["scheduler"] == "deterministic" and result["sched_points"] > 0 and result["schedules"]
+
+
 def test_output_shape(capsys, monkeypatch):
     _, out = demo(capsys, monkeypatch, "paths")
     lines = out.splitlines()

@@ -28,7 +28,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 def steps_of(run):
-    return [(s.cpu, s.func, s.changed, [(q.ask, q.answer) for q in s.questions]) for s in run.steps]
+    return [(s.cpu, s.func, s.changed, s.schedule, [(q.ask, q.answer) for q in s.questions]) for s in run.steps]
 
 
 @pytest.mark.parametrize("name", list(LESSONS))
@@ -38,6 +38,7 @@ def test_every_lesson_runs_clean_and_replays_exactly(name):
     assert a.steps and all(s.questions for s in a.steps)
     assert steps_of(a) == steps_of(b)
     assert [f.as_dict() for f in a.frames] == [f.as_dict() for f in b.frames]
+    assert a.points > 0 and (a.points, a.digest) == (b.points, b.digest)     # the same schedules, point by point
 
 
 def test_the_seed_picks_the_problem():
@@ -84,11 +85,37 @@ def test_the_sleep_lesson_loses_a_cluster_in_the_seed_only():
         assert any(c.lost for c in slept[0].after.clusters) and not any(c.lost for c in slept[1].after.clusters)
 
 
+def test_the_sleep_is_scripted_and_the_other_cpu_runs_inside_it():
+    """The interleaving is the deterministic scheduler's, following the step's script: cpu0 runs until
+    it sleeps in swap_cluster_alloc_table, cpu1 (when the seed says so) runs its allocation, cpu0 wakes
+    on cpu1."""
+    meanwhile = set()
+    for seed in range(6):
+        for st in run_lesson("sleep", seed).steps:
+            if not any("sleeps" in e for e in st.events):
+                assert st.schedule == []
+                continue
+            assert "run cpu0 until sleep in swap_cluster_alloc_table" in st.schedule
+            assert "cpu0 wakes on cpu1" in st.schedule and st.schedule[-1] == "run cpu0"
+            if "run cpu1" in st.schedule:
+                meanwhile.add(seed)
+                c = st.changed
+                assert c.index("cpu0 runs: atomic table allocation failed") < c.index("cpu1 runs: folio_alloc_swap") \
+                    < c.index("cpu0 runs: table #") < c.index("woke on CPU 1")
+    assert 0 < len(meanwhile) < 6                # the seed picks whether cpu1 runs while cpu0 sleeps
+
+
 def test_a_reader_during_a_table_free():
     seen = set()
     for seed in range(8):
-        answer = run_lesson("reader", seed).steps[1].questions[0].answer
+        step = run_lesson("reader", seed).steps[1]
+        answer = step.questions[0].answer
         assert answer.startswith("no:")
+        r, w = step.cpu, 1 - step.cpu
+        assert step.schedule[-3:] == [f"run cpu{r} until reader", f"run cpu{w}", f"run cpu{r}"]
+        c = step.changed
+        assert c.index(f"cpu{r} runs: the reader loaded") < c.index(f"cpu{w} runs: frees slot") \
+            < c.index("lost its table") < c.index(f"cpu{r} runs: the reader read")
         seen.add("rejected" if "rejected" in answer else "null")
     assert seen == {"rejected", "null"}          # the seed picks whether the table is reused meanwhile
 
@@ -117,6 +144,7 @@ def test_the_page_is_self_contained_and_hides_the_answers():
     page = html_page(run, {"lesson": "reader", "seed": 0})
     assert page.count('class="slide"') == len(run.steps) + 2
     assert page.count('<div class="answer" hidden>') == sum(len(s.questions) + 1 for s in run.steps) + 1
+    assert page.count("schedule: <code>") == 1 and "run cpu0 until reader" in page    # step 2's script, shown
     assert not re.search(r"(src|href)\s*=|<link|@import|url\(", page)
     assert "https:" not in page and "http:" not in page.replace("http://www.w3.org/2000/svg", "")
 
