@@ -88,6 +88,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
        "2 CPUs + the manager as threads of one process, seeded random choice (one point = one choice)"),
     _m("det_points_per_s", "ops/s", "scheduling points per second (the same run)"),
     _m("det_switch_pct", "%", "share of points where the chosen task is not the running one (a thread hand-off)"),
+    _m("detproc_point_us", "us", "wall time per scheduling point, the same runs with every task an OS process "
+       "(shmswap run --deterministic --processes: a hand-off is a semaphore post and wait between processes)"),
+    _m("detproc_points_per_s", "ops/s", "scheduling points per second, processes mode (the same runs)"),
     _m("lockstat_cost_pct", "%", "throughput lost to lockstat: 4 CPUs, per-CPU on, Config(lockstat=False) vs on"),
 ]}
 

@@ -6,9 +6,10 @@ At quiescence (every CPU parked outside any operation):
 2. the test-only injected fault, if configured (``--inject-bug lose-cluster``);
 3. the invariant check, with the watchdog's events as violations;
 4. the result, collected from the shared state;
-5. swapoff in the kernel's order, whose ``try_to_unuse`` the runner supplies (the in-process
-   runner frees every task's slots itself; the manager lets the worker processes do it);
-6. the account after swapoff: no table, slot, folio reference or new WARN may remain.
+5. swapoff of every device (the last swapped on first) in the kernel's order, whose
+   ``try_to_unuse`` the runner supplies, run once, in the first swapoff (the in-process runner
+   frees every task's slots itself; the manager lets the worker processes do it), for every device;
+6. the account after swapoff, per device: no table, slot, folio reference or new WARN may remain.
 
 An aborted run (a dead or stuck worker) stops after step 4: its state is not quiescent, and the
 report says so.
@@ -17,8 +18,9 @@ report says so.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
-from .checks.checker import Violation, check_swapoff
+from .checks.checker import CheckResult, Violation, check_swapoff
 from .mm.swap import SWAP_USAGE_COUNTER_MASK
 from .mm.swapon import swapoff
 from .model import Model
@@ -32,13 +34,15 @@ def device_figures(system) -> list[dict]:
     out = []
     for si in system.devices:
         shm = si.shm
-        dev = shm.dev
+        dev, hdr = shm.dev, shm.slab_hdr
         out.append({"type": si.type, "kind": "ssd" if si.ssd else "hdd", "slots": int(dev["max"]),
                     "prio": int(dev["prio"]), "pages": int(dev["pages"]),
                     "inuse_pages": int(dev["inuse_pages"]) & SWAP_USAGE_COUNTER_MASK,
                     "on_avail": int(dev["on_avail"]), "w12_events": int(dev["xdev"]),
                     "lost_clusters": int((shm.clu["lost"] != 0).sum()),
-                    "live_tables": int(shm.slab_hdr["live"])})
+                    "live_tables": int(hdr["live"]), "peak_tables": int(hdr["peak"]),
+                    "atomic_allocs": int(hdr["atomic_allocs"]), "sleep_allocs": int(hdr["sleep_allocs"]),
+                    "table_frees": int(hdr["frees"])})
     return out
 
 
@@ -67,18 +71,31 @@ def finish_run(model: Model, duration_s: float, notes: list[str], *, warnings: C
     outcome: dict = {}
 
     def unuse(_si) -> None:
-        outcome.update(try_to_unuse())
+        if not outcome:               # the runner's try_to_unuse frees every device's slots, once
+            outcome.update(try_to_unuse(), released=True)
         model.on_manager()
         model.system.run_pending_work()
 
     model.on_manager()
     warned = len(warnings())
+    system = model.system
     try:
-        swapoff(model.si, unuse)
+        for si in reversed(system.devices):
+            swapoff(si, unuse)
+            system.run_pending_work()
     except TimeoutError as e:
         res.check.violations.append(Violation("swapoff", str(e), "watchdog"))
         return res
-    model.system.run_pending_work()
-    res.extra["swapoff"] = check_swapoff(model.system.shm, res.check, warnings()[warned:])
-    res.extra["swapoff"].update(outcome)
+    outcome.pop("released", None)
+    res.extra["swapoff"] = account = check_swapoff(system.shm, res.check, warnings()[warned:])
+    if len(system.devices) > 1:
+        account["devices"] = [dict(account, type=0)]
+        for shm in system.device_shms[1:]:
+            more = CheckResult(checked=[], violations=[])
+            figures = check_swapoff(shm, more, [])
+            res.check.violations += [replace(v, where=f"device {shm.type} {v.where}") for v in more.violations]
+            account["devices"].append(dict(figures, type=shm.type))
+            account["tables_left"] += figures["tables_left"]
+            account["inuse_after"] += figures["inuse_after"]
+    account.update(outcome)
     return res

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import errno
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -51,6 +51,7 @@ from .mm.swap_free import swap_duplicate, swap_entries_put_cache
 from .mm.swapon import swapoff
 from .mm.system import SwapSystem
 from .mm.task import Task
+from .mm.vmscan import bind_swap_out, settle
 from .mm.work import swap_discard_work
 from .substrate.layout import LIST_NAMES, nr_lists
 from .substrate.observe import Observer
@@ -182,6 +183,12 @@ def _snapshot(system: SwapSystem, cpus: int) -> Snapshot:
     return Snapshot(clusters, lists, percpu, device, system.slab.statistics())
 
 
+def _on_device(type: int, where: str) -> str:  # noqa: A002 - si->type
+    """A further device's check ``where``, prefixed with its device (once: W12 events name it already)."""
+    prefix = f"device {type}"
+    return where if where == prefix or where.startswith(prefix + " ") else f"{prefix} {where}"
+
+
 # -- the model -----------------------------------------------------------------------------------------
 
 class Model:
@@ -214,13 +221,20 @@ class Model:
             self.tasks[w] = self.system.task(w)
         self.held: dict[int, Allocation] = {}
         self.last_errno = 0
+        if cfg.sleep_reclaim:           # nested swap-outs (mm/vmscan.py) are held like alloc's (a workload rebinds)
+            for w in wids:
+                bind_swap_out(self.tasks[w], self.si, self._swapped_out, cfg.seed)
 
     @classmethod
-    def attach(cls, config: Config, n_workers: int, names: dict[str, str], wid: int, *,
+    def attach(cls, config: Config, n_workers: int, names: dict[str, str] | list[dict[str, str]], wid: int, *,
                observers: Iterable[Observer] = (), oracles: bool = True,
-               sleep_alloc: SleepAlloc | None = None) -> Model:
-        """Attach to a model another process created, as worker ``wid`` (a CPU worker process)."""
-        system = SwapSystem.attach(config, n_workers, names, sleep_alloc=sleep_alloc)
+               sleep_alloc: SleepAlloc | None = None,
+               sleep_allocs: Callable[[int], SleepAlloc] | None = None) -> Model:
+        """Attach to a model another process created, as worker ``wid`` (a CPU worker process).
+
+        ``names``: the owner's ``system.names()`` (every device's segments).  The sleeping table
+        allocation is ``sleep_allocs(type)`` for device ``type`` (or ``sleep_alloc`` for device 0)."""
+        system = SwapSystem.attach(config, n_workers, names, sleep_alloc=sleep_alloc, sleep_allocs=sleep_allocs)
         return cls(config, observers=observers, oracles=oracles, n_workers=n_workers, _system=system, _wids=[wid])
 
     @classmethod
@@ -265,6 +279,8 @@ class Model:
             return None
         folios.folio_lock(folio)
         entry = folio_alloc_swap(si, folio)
+        if self.cfg.sleep_reclaim:
+            settle(si.cur)                            # the branch taken after a nested swap-out
         if entry < 0:
             folios.folio_unlock(folio)
             folios.folio_put(folio)
@@ -285,6 +301,15 @@ class Model:
         a = Allocation(entry, order, folio, state, wid, si.type)
         self.held[a.swp] = a
         return a
+
+    def _swapped_out(self, si, folio: int, entry: int) -> None:
+        """A nested swap-out's slot (``--sleep-reclaim``, mm/vmscan.py), inside an ``alloc``: the map
+        count and writeback, held as SWAPPED by the task that reclaimed."""
+        order = si.folios.order(folio)
+        swap_duplicate(si, entry, 1 << order)
+        writeback_folio(si, folio, entry, entry + 1)
+        a = Allocation(entry, order, -1, SWAPPED, si.cur.wid, si.type)
+        self.held[a.swp] = a
 
     def free(self, what: Allocation | int, cpu: int | None = None) -> None:
         """Give back what ``alloc`` left held (by entry or allocation), on ``cpu`` (default: current).
@@ -375,8 +400,8 @@ class Model:
         res = check(self.system.shm, self.system.variant, self.warnings if warnings is None else warnings)
         for shm in self.system.device_shms[1:]:
             more = check(shm, self.system.variant, [])
-            res.violations += [replace(v, where=f"device {shm.type} {v.where}") for v in more.violations]
-            res.findings += [replace(f, where=f"device {shm.type} {f.where}") for f in more.findings]
+            res.violations += [replace(v, where=_on_device(shm.type, v.where)) for v in more.violations]
+            res.findings += [replace(f, where=_on_device(shm.type, f.where)) for f in more.findings]
         return res
 
     def check_device(self, type: int) -> CheckResult:  # noqa: A002 - si->type

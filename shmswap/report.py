@@ -46,6 +46,32 @@ def command_line(cfg: dict) -> str:
     return " ".join(parts) + (f"  (library settings: {extra})" if extra else "")
 
 
+def _devices(devices: list[dict] | None) -> list[str]:
+    """Several devices: one row each (the JSON's ``devices``); tables are per device's slab."""
+    if not devices:
+        return []
+    rows = [[str(d["type"]), d["kind"], str(d["prio"]), f"{d['pages']:,}", f"{d['inuse_pages']:,}",
+             f"{d['peak_tables']:,}", f"{d['atomic_allocs']:,}", f"{d['sleep_allocs']:,}", f"{d['w12_events']:,}",
+             f"{d['lost_clusters']:,}"] for d in devices]
+    return ["devices (at the end of the workload, before swapoff):"] + _table(
+        ["type", "kind", "prio", "pages", "in use", "tables peak", "atomic", "sleeping", "W12 events",
+         "lost clusters"], rows)
+
+
+def _nested(n: dict | None) -> str:
+    """--sleep-reclaim: the nested swap-outs and what the outer allocation did after one."""
+    if not n:
+        return "nested reclaim: no figures"
+    i, o = n["nested"], n["outer_after"]
+    return (f"nested reclaim (--sleep-reclaim): {n['reclaims']:,} swap-outs from the sleeping allocation, "
+            f"{n['allocations']:,} got slots, {n['failed']:,} failed; inside them: atomic tables "
+            f"{i['atomic_tables']:,}, slept {i['sleeps']:,}, used per-CPU cluster {i['used_percpu_cluster']:,}, "
+            f"installed {i['installed']:,}, returned NULL {i['returned_null']:,}, clusters lost "
+            f"{i['lost_clusters']:,}; the outer allocation then: used per-CPU cluster {o['used_percpu_cluster']:,}, "
+            f"installed {o['installed']:,}, returned NULL {o['returned_null']:,}, already had a table "
+            f"{o['already_had_table']:,}, clusters lost {o['lost_clusters']:,}")
+
+
 def render(res: Result, strict: bool = False) -> str:
     cfg = res.config
     out: list[str] = [f"shmswap run {command_line(cfg)}"]
@@ -73,11 +99,14 @@ def render(res: Result, strict: bool = False) -> str:
                f"by sleeping {t['sleep_allocs']:,}, failed attempts {t['alloc_failures']:,}; frees {t['frees']:,} "
                f"(freed unused {t['unused_freed']:,}, of a NULL table {t['null_table_frees']:,}); deferred to a "
                f"grace period {t['deferred_frees']:,}, pages back to the pool {t['pages_returned']:,}")
+    out += _devices(res.extra.get("devices"))
     m = res.migration
     out.append(f"sleep path (swap_cluster_alloc_table): atomic failures {m['atomic_failures']:,}, "
                f"slept {m['sleeps']:,}, migrated {m['migrated']:,}, used per-CPU cluster {m['used_percpu_cluster']:,}, "
                f"installed {m['installed']:,}, already had a table {m['already_had_table']:,}, "
                f"returned NULL {m['returned_null']:,}, clusters lost {m['lost_clusters']:,}")
+    if cfg.get("sleep_reclaim"):
+        out.append(_nested(res.extra.get("nested_reclaim")))
     r = res.rcu
     out.append(f"RCU: {r['grace_periods']:,} grace periods (latency p50 {r['gp_latency_us_p50']:.0f} us, p99 "
                f"{r['gp_latency_us_p99']:.0f} us, max {r['gp_latency_us_max']:.0f} us), {r['reader_sections']:,} "

@@ -127,4 +127,22 @@ def collect(system, check: CheckResult, duration_s: float, notes: list[str] | No
     locks = {k: v.as_dict() for k, v in lockstat_by_class(shm.workers["lockstat"]).items()}
     return Result(config=cfg.as_dict(), variant=system.variant.as_dict(), duration_s=duration_s, ops=ops,
                   locks=locks, tables=tables, migration=migration, rcu=rcu, oracles=oracles, check=check,
-                  notes=list(notes or []))
+                  notes=list(notes or []), extra={"nested_reclaim": nested_reclaim(stats)})
+
+
+def nested_reclaim(stats: np.ndarray) -> dict:
+    """--sleep-reclaim (mm/vmscan.py): the nested swap-outs, the swap_cluster_alloc_table branches
+    taken inside them, and the branch the outer allocation took afterwards (all also in ``migration``)."""
+    return {"reclaims": _sum(stats, Stat.NESTED_RECLAIM), "allocations": _sum(stats, Stat.NESTED_ALLOC),
+            "failed": _sum(stats, Stat.NESTED_ALLOC_FAILED),
+            "nested": {"atomic_tables": _sum(stats, Stat.NESTED_TABLE_ATOMIC),
+                       "sleeps": _sum(stats, Stat.NESTED_SLEEPS),
+                       "used_percpu_cluster": _sum(stats, Stat.NESTED_USED_PERCPU),
+                       "installed": _sum(stats, Stat.NESTED_INSTALLED),
+                       "returned_null": _sum(stats, Stat.NESTED_RETURNED_NULL),
+                       "lost_clusters": _sum(stats, Stat.NESTED_LOST)},
+            "outer_after": {"used_percpu_cluster": _sum(stats, Stat.OUTER_USED_PERCPU),
+                            "installed": _sum(stats, Stat.OUTER_INSTALLED),
+                            "returned_null": _sum(stats, Stat.OUTER_RETURNED_NULL),
+                            "already_had_table": _sum(stats, Stat.OUTER_ALREADY),
+                            "lost_clusters": _sum(stats, Stat.OUTER_LOST)}}

@@ -42,13 +42,15 @@ _PARENT_CHECK_EVERY = 256
 
 
 class Mailbox:
-    """The sleeping allocation, served by the manager: send the cluster, sleep for the answer."""
+    """Device ``type``'s sleeping allocation, served by the manager: send the device and the
+    cluster, sleep for the answer (the table, from that device's slab, or -1)."""
 
-    def __init__(self, conn) -> None:
+    def __init__(self, conn, type: int = 0) -> None:  # noqa: A002 - si->type
         self.conn = conn
+        self.type = type
 
     def __call__(self, ci: int) -> int:
-        self.conn.send(ci)
+        self.conn.send(("sleep", self.type, ci))
         return self.conn.recv()
 
 
@@ -69,7 +71,7 @@ def _pin(wid: int) -> list[int]:
     return psutil.Process().cpu_affinity()
 
 
-def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: int | None,
+def cpu_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: int, conn, budget: int | None,
              driver_pid: int) -> None:
     """Entry point of CPU worker ``wid``."""
     # The driver turns SIGINT and SIGTERM into an orderly stop; a signal sent to the whole process
@@ -79,7 +81,8 @@ def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: i
     set_comm(f"shmswap-cpu{wid}")
     _prim.set_hook(None)
     driver = Lifeline(driver_pid, every_s=0.05)   # by pid and start time: under forkserver getppid() is the server
-    model = Model.attach(cfg, n_workers, names, wid, observers=[WarnForwarder(conn)], sleep_alloc=Mailbox(conn))
+    model = Model.attach(cfg, n_workers, names, wid, observers=[WarnForwarder(conn)],
+                         sleep_allocs=lambda t: Mailbox(conn, t))
     system = model.system
     ctl = Control(system.shm)
     try:
@@ -113,7 +116,7 @@ def cpu_main(cfg: Config, n_workers: int, names: dict, wid: int, conn, budget: i
         raise
     finally:
         system.observers.clear()
-        system.shm.close()
+        system.detach()
 
 
 def _run(ctl: Control, load: Workload, wid: int, budget: int | None, driver: Lifeline) -> None:

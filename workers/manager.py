@@ -68,7 +68,7 @@ def manager_main(cfg: Config, n_workers: int, ctl_conn, worker_conns: list, driv
     watch = Watch(cfg.cpus)
     try:
         model = Model.owner(cfg, n_workers, supervisor=watch)
-        ctl_conn.send(("names", model.system.shm.names()))
+        ctl_conn.send(("names", model.system.names()))     # every device's segments
         result = Manager(model, cfg, ctl_conn, worker_conns, driver_pid, watch).run()
         ctl_conn.send(("result", result))
     except BaseException:
@@ -128,7 +128,7 @@ class Manager:
         # Sleeping allocations wait out their latency in a queue here, not in the manager's loop:
         # N sleepers overlap as they would in the kernel, and the loop keeps running grace periods.
         self.latency_s = cfg.sleep_latency_us / 1e6
-        self.sleepers: list[tuple[float, object, int]] = []
+        self.sleepers: list[tuple[float, int, object, int, int]] = []   # (due, id, conn, type, cluster)
         self._watching = threading.Event()
         # --sample-ms and --trace: a sampler read from the loop, a recorder among the observers.
         self.sampler = Sampler(system, cfg.sample_ms, cfg.cpus) if cfg.sample_ms else None
@@ -170,7 +170,7 @@ class Manager:
         while not self._all_in({W_PARKED, W_RELEASED, W_ABORTED, W_FAILED}) and not self.events:
             self._serve(TICK_S)
             now = time.monotonic()
-            gp = now >= next_gp or bool(self.system.shm.slab_hdr["npending"])
+            gp = now >= next_gp or any(slab.pending() for slab in self.system.slabs)
             self.system.run_pending_work(grace_period=gp)
             if gp:
                 next_gp = now + GP_EVERY_S
@@ -223,28 +223,29 @@ class Manager:
                     why = msg[1] if len(msg) > 1 else "SIGINT"
                     self.notes.append(f"stopped early by the driver ({'Ctrl-C' if why == 'SIGINT' else why})")
                     self.ctl.stop()
-            elif isinstance(msg, tuple) and msg[0] == "trace":
+            elif msg[0] == "sleep":           # a Mailbox: ("sleep", the device's type, the cluster)
+                heapq.heappush(self.sleepers, (time.monotonic() + self.latency_s, id(conn), conn, msg[1], msg[2]))
+            elif msg[0] == "trace":
                 self.traces[msg[1]] = msg[1:]
-            elif isinstance(msg, tuple):
-                self.worker_warnings.append(f"worker {msg[1]}: {msg[2]}")
             else:
-                heapq.heappush(self.sleepers, (time.monotonic() + self.latency_s, id(conn), conn, int(msg)))
+                self.worker_warnings.append(f"worker {msg[1]}: {msg[2]}")
         self._wake_sleepers()
 
     def _wake_sleepers(self) -> None:
         now = time.monotonic()
         while self.sleepers and self.sleepers[0][0] <= now:
-            _, _, conn, ci = heapq.heappop(self.sleepers)
-            table = self.system.slab.alloc_sleeping(ci)
+            _, _, conn, dtype, ci = heapq.heappop(self.sleepers)
+            slab = self.system.slabs[dtype]      # the sleeper's device: its own table slab
+            table = slab.alloc_sleeping(ci)
             self.sleep_served += 1
             if self.tracer is not None:
-                self.tracer.instant("sleeping table alloc served", {"cluster": ci, "table": table})
+                self.tracer.instant("sleeping table alloc served", {"device": dtype, "cluster": ci, "table": table})
             try:
                 conn.send(table)
             except (OSError, ValueError):
-                # The sleeper died; the watchdog reports it.  The table goes back unused.
+                # The sleeper died; the watchdog reports it.  The table goes back unused, to its slab.
                 if table >= 0:
-                    self.system.slab.free(table)
+                    slab.free(table)
                 if conn in self.conns:
                     self.conns.remove(conn)
 
@@ -316,16 +317,19 @@ class Manager:
 
     def locks_held_by(self, w: int) -> list[str]:
         """Every lock word whose owner field names worker ``w``."""
-        shm = self.system.shm
         me = w + 1
-        held = [f"ci_lock of cluster {c}" for c in np.flatnonzero((shm.clu["lock"] >> 32) == me)]
-        for name, cls in (("si_lock", LockClass.SI_LOCK), ("global_lock", LockClass.GLOBAL_CLUSTER_LOCK),
-                          ("avail_lock", LockClass.SWAP_AVAIL_LOCK)):
-            if int(shm.dev[name]) >> 32 == me:
-                held.append(cls.label)
+        held = []
+        for dshm in self.system.device_shms:       # every device's locks; device 0's unprefixed
+            dev = f"device {dshm.type} " if dshm.type else ""
+            held += [f"{dev}ci_lock of cluster {c}" for c in np.flatnonzero((dshm.clu["lock"] >> 32) == me)]
+            for name, cls in (("si_lock", LockClass.SI_LOCK), ("global_lock", LockClass.GLOBAL_CLUSTER_LOCK),
+                              ("avail_lock", LockClass.SWAP_AVAIL_LOCK)):
+                if int(dshm.dev[name]) >> 32 == me:
+                    held.append(f"{dev}{cls.label}")
+            if int(dshm.slab_hdr["lock"]) >> 32 == me:
+                held.append(f"{dev}slab_lock")
+        shm = self.system.shm
         held += [f"local_lock of CPU {c}" for c in np.flatnonzero((shm.pcp["lock"] >> 32) == me)]
-        if int(shm.slab_hdr["lock"]) >> 32 == me:
-            held.append("slab_lock")
         return held
 
     def _stop_all(self) -> None:
@@ -423,7 +427,7 @@ class Manager:
         deadline = time.monotonic() + max(30.0, self.cfg.watchdog_s)
         while not self._all_in({W_RELEASED, W_ABORTED, W_FAILED}):
             self._serve(TICK_S)
-            system.run_pending_work(grace_period=bool(system.slab.pending()))
+            system.run_pending_work(grace_period=any(slab.pending() for slab in system.slabs))
             if time.monotonic() > deadline or any(not self._alive(w) and self.ctl.state(w) != W_RELEASED
                                                   for w in range(self.ncpu)):
                 raise TimeoutError("workers did not release their slots")

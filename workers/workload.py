@@ -31,6 +31,7 @@ from shmswap.mm.reclaim import free_swap_and_cache_nr
 from shmswap.mm.swap_cache import swap_cache_get_folio
 from shmswap.mm.swap_free import swap_duplicate
 from shmswap.mm.system import SwapSystem
+from shmswap.mm.vmscan import bind_swap_out, settle
 from shmswap.model import CACHE_ONLY, SWAPPED, SWP_TYPE_SHIFT, release_allocation, writeback_folio
 from shmswap.substrate.handoff import HandoffRing
 from shmswap.substrate.stats import Stat
@@ -98,6 +99,13 @@ class Workload:
         self.handoff = handoff
         self.draining = False
         self.device_target = int(cfg.fill * (cfg.max_slots - 1 - len(cfg.bad_pages)))
+        # --sleep-reclaim: this task's nested swap-outs come back here (swapped_out) to be freed later
+        self.reclaim = bind_swap_out(task, system.si, self.swapped_out, cfg.seed) if cfg.sleep_reclaim else None
+        # Several devices: memory pressure fills the swap space, all of it (swap_alloc_slow spills
+        # over to the lower priorities only when the higher ones are full).
+        self.devs = system.devices if len(system.devices) > 1 else None
+        if self.devs is not None:
+            self.device_target = int(cfg.fill * sum(int(d.shm.dev["pages"]) for d in self.devs))
 
     # -- one step ------------------------------------------------------------------------------------
     def step(self) -> None:
@@ -106,7 +114,8 @@ class Workload:
         if r < self.cfg.lookup_ratio / (1.0 + self.cfg.lookup_ratio):
             self.lookup()
         else:
-            used = swap_usage_in_pages(self.si)        # the device's fill, the same for every CPU
+            used = (swap_usage_in_pages(self.si) if self.devs is None   # the fill, the same for every CPU
+                    else sum(swap_usage_in_pages(d) for d in self.devs))
             if used >= self.device_target:
                 self.draining = True
             elif used <= self.device_target * DRAIN_TO:
@@ -127,6 +136,8 @@ class Workload:
             return -1
         folios.folio_lock(folio)
         entry = folio_alloc_swap(si, folio)
+        if self.reclaim is not None:
+            settle(cur)                                  # the branch taken after a nested swap-out
         nr = 1 << order
         if entry < 0:
             folios.folio_unlock(folio)
@@ -149,6 +160,17 @@ class Workload:
             self.used += nr
         cur.set_rec_op(OP_IDLE)
         return entry
+
+    def swapped_out(self, si, folio: int, entry: int) -> None:
+        """A nested swap-out's slot (mm/vmscan.py), handed over inside this task's own allocation:
+        the PTE's map count and writeback as for ``alloc``; freed later like any other record."""
+        order = self.folios.order(folio)
+        nr = 1 << order
+        swap_duplicate(si, entry, nr)
+        self.shadow += 1
+        writeback_folio(si, folio, entry, self.shadow)
+        self.live.append([entry | (si.type << SWP_TYPE_SHIFT), order, -1, _SWAPPED])
+        self.used += nr
 
     def writeback(self, folio: int, entry: int, nr: int) -> None:
         self.shadow += 1

@@ -504,8 +504,11 @@ def check_swapoff(shm, check: CheckResult, new_warnings: list[str]) -> dict:
     """
     live = int(shm.slab_hdr["live"])
     inuse = int(shm.dev["inuse_pages"]) & SWAP_USAGE_COUNTER_MASK
-    touched = shm.touched("folios", 0, shm.folios.dtype.itemsize, len(shm.folios))   # holes: ref 0
-    folios = int((shm.folios["ref"][touched] != 0).sum())
+    if shm.primary is None:
+        touched = shm.touched("folios", 0, shm.folios.dtype.itemsize, len(shm.folios))   # holes: ref 0
+        folios = int((shm.folios["ref"][touched] != 0).sum())
+    else:
+        folios = 0          # a further device: the folios are device 0's segment, accounted there
     bad = check.violations
     if live:
         bad.append(Violation("swapoff", f"{live} table objects still allocated after free_cluster_info",

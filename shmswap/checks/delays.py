@@ -7,26 +7,34 @@ validate, show up in an ordinary torture run rather than only in a crafted one.
 
 ``ReaderDelays`` does the same in the ``reader_window`` hook of ``swap_table_get`` (the table
 pointer loaded, the entry not yet read; reference §10 W3; an observer hook, not the C lock's
-preemption-point hook, so no lock pays a Python call for it), in every CPU worker by default
-(``--reader-delays off`` turns it off), each worker with its own seeded stream:
+preemption-point hook, so no lock pays a Python call for it), in every CPU worker that runs with
+``--reader-delays on``, each worker with its own seeded stream:
 
 * most reads: no delay;
 * ``SHORT_P`` of them: a short delay, up to ``SHORT_US`` microseconds;
-* ``LONG_P`` of them: a long one, up to ``LONG_S`` seconds (chosen at random between a tenth of
-  that and all of it), long enough to span grace periods (the manager runs one every 20 ms) and
-  table recycles.  A table is recycled only when its cluster empties, which a default run does a
-  few times a second among hundreds of tables, so a read of a nearly empty cluster (count at most
-  ``NEAR_EMPTY`` of the slots) that this CPU does not allocate from (its own cannot empty while
-  it waits) is delayed long with the higher probability ``LONG_P_NEAR``.  A long delay ends early
-  once what it waited for has happened: the table went back to the page pool, or was reused
-  (page mode), or was reused for another cluster and now holds a cached folio at the reader's
-  offset (slab mode).  Waiting longer could not change what the reader reads next.
+* long delays, up to ``LONG_S`` seconds, only in the workload's own lookups (a reader inside the
+  allocation path, ``__try_to_reclaim_swap``, holds the CPU's local lock: rcutorture delays its
+  own readers, not the kernel's).  What a long delay can expose is a table freed under the reader
+  (``--rcu none``: the table's slab page back in the pool) or reused for another cluster (the
+  reader then reads another cluster's entry: ``--reader broken`` accepts the folio it finds).  A
+  table goes only when its cluster empties, so the long delays go to lookups in a cluster being
+  drained: count at most ``NEAR_EMPTY`` of its slots and no CPU's per-CPU cluster (a per-CPU
+  cluster with a low count is being filled), with probability ``LONG_P_NEAR``.  Other reads take
+  none: a long wait on a table whose cluster is not emptying sees nothing and only costs time.
+* A long delay waits for the event, not for a fixed time.  It ends as soon as the table went back
+  to the page pool, or was reused (page mode), or, reused for another cluster in slab mode, holds
+  a cached folio at the reader's slot; it gives up early when the cluster is being refilled (its
+  count grew back by ``REFILL_SLOTS``) or the reused table's slot was filled and written back
+  (a shadow: nothing left to see).  While a CPU allocating in the reused table's cluster is at most
+  ``SPIN_AHEAD`` slots below the reader's slot, it spins instead of sleeping (for at most
+  ``SPIN_S`` at a time): the folio sits in the swap cache only until its writeback, microseconds.
 * a worker starts no long delay while its delays add up to more than ``BUDGET`` of its run time,
   which bounds the throughput they cost.
 
 Delays never change what a correct reader concludes: a validating reader rejects a foreign folio
 and a correct RCU holds the table's memory back until the delayed reader leaves.  ``--reader
-broken`` and ``--rcu none`` are the variants whose oracles they are there to trip.
+broken`` and ``--rcu none`` are the variants whose oracles they are there to trip; how often they
+do depends on how often the workload empties clusters (tables recycle) within the run.
 ``--reader-delay-us`` (``faults.ReaderWindowDelay``) stays as the forced window of the tests.
 """
 
@@ -40,27 +48,36 @@ from ..mm.cluster import CW as _CW
 from ..mm.folio import PG_SWAPCACHE
 from ..mm.slab import OBJ_POOL
 from ..mm.system import SwapSystem
+from ..mm.task import REC_OP
 from ..substrate.observe import Observer
 
-__all__ = ["ReaderDelays", "SHORT_P", "SHORT_US", "LONG_P", "LONG_P_NEAR", "NEAR_EMPTY", "LONG_S", "BUDGET"]
+__all__ = ["ReaderDelays", "SHORT_P", "SHORT_US", "LONG_P_NEAR", "NEAR_EMPTY", "REFILL_SLOTS",
+           "LONG_S", "BUDGET", "SPIN_AHEAD", "SPIN_S"]
 
 SHORT_P = 0.01          # share of reads delayed a little
 SHORT_US = 50           # at most this many microseconds
-LONG_P = 0.0002         # share of reads delayed long
-LONG_P_NEAR = 0.3       # share of reads of a nearly empty cluster (not this CPU's) delayed long
-NEAR_EMPTY = 1 / 4      # nearly empty: count at most this share of the cluster's slots
+LONG_P_NEAR = 0.3       # share of lookups in a cluster being drained that are delayed long
+NEAR_EMPTY = 1 / 4      # being drained: count at most this share of the cluster's slots, ...
+REFILL_SLOTS = 16       # ... and abandoned once it has grown back by this many slots
 LONG_S = 0.5            # at most this many seconds
 BUDGET = 0.15           # no long delay while the delays add up to more than this share of the time
+SPIN_AHEAD = 64         # spin (not sleep) while an allocating CPU is this close below the reader's slot
+SPIN_S = 0.002          # at most this long per spin
 _POLL_S = 0.0002
+_OP_LOOKUP = 3          # workers.workload.OP_LOOKUP (checks/ may not import workers/; a test pins it)
 
 
 class ReaderDelays(Observer):
     """rcutorture-style random delays in this process's read sections (seeded per worker)."""
 
     def __init__(self, system: SwapSystem, seed: int, wid: int, short_p: float = SHORT_P,
-                 long_p: float = LONG_P, long_s: float = LONG_S) -> None:
+                 long_p: float = LONG_P_NEAR, long_s: float = LONG_S) -> None:
         self.shm = system.shm
         self.si = system.si
+        self.cur = system.cur
+        self.pcp = system.si.pcp
+        self.ncpus = system.shm.geo.n_workers
+        self.orders = sorted(system.shm.cfg.orders)     # the per-CPU clusters of other orders stay unused
         self.page_mode = system.slab.mode == "page"
         self.rng = random.Random(seed * 1_000_033 + 7919 * wid + 1)
         self.short_p, self.long_p, self.long_s = short_p, long_p, long_s
@@ -71,42 +88,72 @@ class ReaderDelays(Observer):
 
     def reader_window(self, wid: int, ci: int, table: int, off: int) -> None:
         r = self.rng.random()
-        if r >= LONG_P_NEAR:
-            return
-        a, b = table, off
-        long_p = LONG_P_NEAR if self._near_empty(ci) else self.long_p
-        if r >= self.short_p + long_p:
+        if r >= self.short_p + self.long_p:
             return
         t0 = time.monotonic()
-        if r < long_p and self.delayed_s < BUDGET * (t0 - self.t0):
-            self.long += 1
-            self._long(a, b, self.long_s * (0.1 + 0.9 * self.rng.random()))
-        else:
+        if r < self.short_p:
             self.short += 1
             end = t0 + SHORT_US * 1e-6 * self.rng.random()
             while time.monotonic() < end:
                 pass
+        else:
+            cur = self.cur
+            if cur.wq[cur.rec_base + REC_OP] != _OP_LOOKUP or self.delayed_s >= BUDGET * (t0 - self.t0):
+                return
+            if not self._being_drained(ci):
+                return
+            self.long += 1
+            self._long(ci, table, off, self.long_s * (0.1 + 0.9 * self.rng.random()))
         self.delayed_s += time.monotonic() - t0
 
-    def _near_empty(self, ci: int) -> bool:
-        """Cluster ``ci`` is nearly empty and not one this CPU allocates from."""
+    def _being_drained(self, ci: int) -> bool:
+        """Cluster ``ci`` is nearly empty and no CPU's per-CPU cluster (those fill, not drain)."""
         si = self.si
         if not 0 < si.cq[ci * _CW + _C_COUNT] <= self.near:
             return False
-        cpu = si.cur.task.cpu
-        return all(si.pcp.offset(cpu, o) >> si.spc_shift != ci for o in range(si.nr_orders))
+        return self._allocating_cpu(ci, -1) < 0
 
-    def _long(self, table: int, off: int, max_s: float) -> None:
-        objs, tables, folios = self.shm.objs, self.shm.tables_np, self.shm.folios
+    def _allocating_cpu(self, ci: int, slot: int) -> int:
+        """A CPU whose per-CPU cluster (any order) is ``ci`` on this device, -1 if none; with
+        ``slot`` >= 0 only one whose next offset is at most ``SPIN_AHEAD`` slots below it."""
+        si, pcp = self.si, self.pcp
+        shift, tag = si.spc_shift, si.tag
+        for cpu in range(self.ncpus):
+            for o in self.orders:
+                nxt = pcp.offset(cpu, o)
+                if nxt >> shift == ci and pcp.si(cpu, o) == tag and (slot < 0 or 0 <= slot - nxt <= SPIN_AHEAD):
+                    return cpu
+        return -1
+
+    def _long(self, ci: int, table: int, off: int, max_s: float) -> None:
+        """Wait, at most ``max_s``, for the table to be freed and reused (see the module's doc)."""
+        objs, tables, folios, cq = self.shm.objs, self.shm.tables_np, self.shm.folios, self.si.cq
         gen0 = int(objs["gen"][table])
+        low = int(cq[ci * _CW + _C_COUNT])
         deadline = time.monotonic() + max_s
         while time.monotonic() < deadline:
             time.sleep(_POLL_S)
             if objs["state"][table] == OBJ_POOL:
                 return
-            if objs["gen"][table] != gen0:
-                if self.page_mode:
-                    return
+            if objs["gen"][table] == gen0:
+                count = int(cq[ci * _CW + _C_COUNT])
+                if count < low:
+                    low = count
+                elif count >= low + REFILL_SLOTS:
+                    return                      # refilled, not drained: it will not empty soon
+                continue
+            if self.page_mode:
+                return
+            owner = int(objs["owner"][table])
+            tb = int(tables[table, off])
+            if tb & 1:
+                return                          # the slot was filled and written back meanwhile
+            if tb and folios["flags"][(tb >> 3) - 1] & PG_SWAPCACHE:
+                return
+            if owner >= 0 and self._allocating_cpu(owner, (owner << self.si.spc_shift) + off) >= 0:
+                end = min(deadline, time.monotonic() + SPIN_S)
+                while not tables[table, off] and time.monotonic() < end:
+                    pass
                 tb = int(tables[table, off])
-                if tb and not tb & 1 and folios["flags"][(tb >> 3) - 1] & PG_SWAPCACHE:
+                if tb and not tb & 1:
                     return

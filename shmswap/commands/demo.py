@@ -5,13 +5,14 @@ under the deterministic scheduler, one operation per step; a step that interleav
 sleeping table allocation, a lockless reader's window) prints the schedule script that makes it.
 The output echoes every argument (``ARG name value``), gives one line per step (which CPU, which
 kernel function, what changed) with the questions that step asks, draws the
-clusters (slots in use and by whom, list, table) and each CPU's per-CPU cache, and ends with one
-machine-readable line (``RESULT {json}``).  ``-s SEED`` picks the problem.  Without ``-c`` every
+clusters (slots in use and on which CPU, list, table) and each CPU's per-CPU cache after it -- and,
+for a step whose script stops in the middle (the sleep, the reader's window), at that moment too
+("during step N") --, and ends with one machine-readable line (``RESULT {json}``).  ``-s SEED`` picks the problem.  Without ``-c`` every
 answer reads ``?``; with ``-c`` the answers are printed: the two outputs differ only on the lines
 that carry ``=>`` (and on the ``ARG solve`` and ``RESULT`` lines).
 
-``--png DIR`` / ``--svg DIR`` draw every step (``step-00.png`` is the start), ``--gif FILE``
-animates them, ``--html FILE`` writes one offline page that steps through the lesson with the
+``--png DIR`` / ``--svg DIR`` draw every picture in order (``step-00.png`` is the start; a step's
+"during" pictures come before its "after" one), ``--gif FILE`` animates them, ``--html FILE`` writes one offline page that steps through the lesson with the
 answers hidden until revealed.
 """
 
@@ -27,7 +28,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ..experiments.demo_page import html_page
-from ..experiments.drawing import gif, png, svg, terminal
+from ..experiments.drawing import LEGEND, gif, png, svg, terminal
 from ..experiments.lessons import CLUSTERS, CPUS, LESSONS, SPC, LessonRun, run_lesson
 from .common import check_output_path, cut_path, error, int_arg, write_atomically
 
@@ -71,7 +72,7 @@ def render(run: LessonRun, args: dict, solve: bool) -> list[Text | str]:
     out.append("")
     out.append(f"The problem (seed {run.seed}), before step 1:")
     out += [f"  {s}" for s in run.setup]
-    out.append("(H: the header page; a digit: the CPU that allocated the slot; #N: the table object)")
+    out.append(f"({LEGEND})")
     for i, st in enumerate(run.steps):
         if i == 0:
             out += terminal(st.before)
@@ -85,6 +86,11 @@ def render(run: LessonRun, args: dict, solve: bool) -> list[Text | str]:
             out.append("      schedule: " + "; ".join(st.schedule))
         for q in st.questions:
             out.append(f"      Q: {q.ask}  {_answer(q.answer, solve)}")
+        for m in st.during:
+            out.append(f"  during step {st.n}, the schedule stopped after `{m.line}`: {m.text}")
+            out += terminal(m.frame)
+        if st.during:
+            out.append(f"  after step {st.n}:")
         out += terminal(st.after)
     out.append("")
     for c in run.checks:
@@ -98,7 +104,8 @@ def _result(run: LessonRun, args: dict, solve: bool, written: list[str]) -> dict
            "questions": sum(len(s.questions) for s in run.steps), "check_ok": run.check_ok,
            "violations": sum(c["violations"] for c in run.checks), "files": written,
            "scheduler": "deterministic", "sched_points": run.points, "sched_digest": f"{run.digest:016x}",
-           "schedules": {str(s.n): s.schedule for s in run.steps if s.schedule}}
+           "schedules": {str(s.n): s.schedule for s in run.steps if s.schedule},
+           "pictures": len(run.frames), "during": {str(s.n): [m.line for m in s.during] for s in run.steps if s.during}}
     if solve:
         doc["answers"] = [{"step": s.n, "cpu": s.cpu, "func": s.func, "changed": s.changed,
                            "questions": [[q.ask, q.answer] for q in s.questions]} for s in run.steps]

@@ -20,6 +20,7 @@ from importlib import resources
 from ..finish import finish_run
 from ..report import render
 from ..runner.deterministic import ScheduleFailure
+from ..runner.detproc import release_and_warnings, run_deterministic_processes
 from ..runner.script import parse_script, run_deterministic, run_script
 from .common import error
 
@@ -95,25 +96,28 @@ def main(args: argparse.Namespace) -> int:
     return 1
 
 
-def run_deterministic_command(cfg, record: str | None, write_json) -> int:
-    """``shmswap run --deterministic``: the workload under the scheduler, the usual report."""
+def run_deterministic_command(cfg, record: str | None, write_json, processes: bool = False) -> int:
+    """``shmswap run --deterministic [--processes]``: the workload under the scheduler, the usual report."""
     t0 = time.perf_counter()
 
     def finish(model, sched):
-        loads = [t.program.load for t in sched.tasks if hasattr(t.program, "load")]
-
-        def try_to_unuse() -> dict:
-            for w, load in enumerate(loads):
-                model.on(w)
-                load.release_all()
-            return {}
-        notes = [f"deterministic run: {cfg.cpus} CPUs and the manager as tasks of one process, one task between "
+        try_to_unuse, warnings = release_and_warnings(model, sched)
+        who = "each its own process" if processes else "as tasks of one process"
+        notes = [f"deterministic run: {cfg.cpus} CPUs and the manager {who}, one task between "
                  f"preemption points, seed {cfg.seed}: {sched.step:,} scheduling points"]
-        return finish_run(model, time.perf_counter() - t0, notes, warnings=lambda: model.warnings,
-                          try_to_unuse=try_to_unuse)
+        res = finish_run(model, time.perf_counter() - t0, notes, warnings=warnings, try_to_unuse=try_to_unuse)
+        res.extra["deterministic"] = {"mode": "processes" if processes else "threads", "steps": sched.step,
+                                      "digest": f"{sched.digest:016x}"}
+        return res
 
     try:
-        run, _ = run_deterministic(cfg, record, finish)
+        if processes:
+            run, _ = run_deterministic_processes(cfg, record, finish)
+        else:
+            run, _ = run_deterministic(cfg, record, finish)
+    except ScheduleFailure as e:
+        sys.stderr.write(f"shmswap: deterministic run stopped: {e}\n")
+        return 1
     except OSError as e:
         sys.stderr.write(f"shmswap: error: --record: {e.strerror or e}\n")
         return 1

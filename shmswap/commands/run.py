@@ -33,7 +33,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d = Config()
     r.add_argument("--cpus", type=int_arg, default=d.cpus, help="worker CPUs (1..256)")
     r.add_argument("--size", default="1G", help="device size with K/M/G/T suffix (at least one cluster)")
-    r.add_argument("--device", default=d.device, help="ssd|hdd")
+    r.add_argument("--device", default=d.device,
+                   help="ssd|hdd, or several devices: KIND:SIZE[:prio=N][:discard=on|off],... "
+                        "(e.g. ssd:1G:prio=5,hdd:4G; the first is swap type 0)")
     r.add_argument("--discard", default=d.discard, help="off|on")
     r.add_argument("--slots-per-cluster", type=int_arg, default=d.slots_per_cluster, help="power of two, 8..512")
     r.add_argument("--max-order", type=int_arg, default=None, help="largest order (default log2 of the cluster)")
@@ -43,7 +45,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "folded into it)")
     r.add_argument("--ops", type=int_arg, default=None, help="total operations over all CPUs")
     r.add_argument("--seconds", type=float_arg, default=d.seconds, help="run time (ignored with --ops)")
-    r.add_argument("--fill", type=float_arg, default=d.fill, help="target fill of the device, 0..1")
+    r.add_argument("--fill", type=float_arg, default=d.fill,
+                   help="target fill of the device (of all devices together), 0..1")
     r.add_argument("--seed", type=int_arg, default=d.seed, help="fixes each worker's workload stream")
     r.add_argument("--alloc-table", default=d.alloc_table, help="seed|merged")
     r.add_argument("--tables", default=d.tables, help="dynamic|static")
@@ -56,6 +59,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--sleep-latency-us", type=int_arg, default=d.sleep_latency_us,
                    help="added sleeping-allocation latency")
     r.add_argument("--migrate", type=float_arg, default=d.migrate, help="probability of migrating after a sleep")
+    r.add_argument("--sleep-reclaim", type=float_arg, default=d.sleep_reclaim, metavar="P",
+                   help="probability that the sleeping table allocation enters direct reclaim and swaps out "
+                        "one folio (a nested folio_alloc_swap on the task's CPU) before it returns")
     r.add_argument("--migrate-to", default=d.migrate_to, help="random|N")
     r.add_argument("--watchdog-s", type=float_arg, default=d.watchdog_s,
                    help="no-progress limit before a worker is declared stuck")
@@ -89,6 +95,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "scheduled deterministically")
     r.add_argument("--record", default=None, metavar="FILE",
                    help="with --deterministic: write the schedule as a replayable script (shmswap replay FILE)")
+    r.add_argument("--processes", action="store_true",
+                   help="with --deterministic: run every CPU and the manager as its own OS process on the shared "
+                        "segments, handing control between processes at the same points; the trace, state, "
+                        "check and recording equal the threads mode's bit for bit (default: off, tasks are "
+                        "threads of one process)")
     r.set_defaults(func=main)
     return r
 
@@ -104,6 +115,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
                   seconds=seconds, fill=a.fill, seed=a.seed, alloc_table=a.alloc_table, tables=a.tables,
                   percpu=a.percpu, reclaim=a.reclaim, rcu=a.rcu, reader=a.reader, atomic_fail=a.atomic_fail,
                   sleep_fail=a.sleep_fail, sleep_latency_us=a.sleep_latency_us, migrate=a.migrate,
+                  sleep_reclaim=a.sleep_reclaim,
                   migrate_to=a.migrate_to, watchdog_s=a.watchdog_s, pin=a.pin, strict=a.strict,
                   json=a.json, quiet=a.quiet, inject_bug=a.inject_bug, start_method=a.start_method,
                   reader_delay_us=a.reader_delay_us, reader_delays=a.reader_delays, lockdep=a.lockdep,
@@ -115,9 +127,7 @@ def main(args: argparse.Namespace) -> int:
     """Run, print the report, write the JSON; the exit status."""
     try:
         cfg = config_from_args(args)
-        if len(cfg.device_configs()) > 1:
-            raise ConfigError("--device: several devices run in the single-process model (Model, "
-                              "run_inprocess) only; the multiprocess run does not attach them yet")
+        cfg.device_configs()          # a further device's bad size or setting: exit 2 before any run
     except (ConfigError, ValueError, OverflowError) as e:
         sys.stderr.write(f"shmswap: error: {cut_message(str(e))}\n")
         return 2
@@ -125,8 +135,13 @@ def main(args: argparse.Namespace) -> int:
     if bad_path:
         sys.stderr.write(f"shmswap: error: {bad_path}\n")
         return 2
+    processes = getattr(args, "processes", False)
+    if processes and not getattr(args, "deterministic", False):
+        sys.stderr.write("shmswap: error: --processes: only with --deterministic\n")
+        return 2
     if getattr(args, "deterministic", False) or getattr(args, "record", None):
-        return run_deterministic_command(cfg, args.record, lambda res, st: _write_json(cfg, res, "completed", st))
+        return run_deterministic_command(cfg, args.record, lambda res, st: _write_json(cfg, res, "completed", st),
+                                         processes=processes)
     try:
         total = cfg.ops if cfg.ops else float(cfg.seconds)
         with progress_bar("shmswap run", total, cfg.quiet) as bar:

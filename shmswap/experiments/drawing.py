@@ -1,10 +1,13 @@
 """The teaching mode's drawing: one picture of a tiny device, in the terminal, SVG, PNG and GIF.
 
 A ``Frame`` is what is drawn, as plain data taken from ``Model.snapshot()`` and the shared
-memory: per cluster its slots (``H`` the header page, a CPU digit for a slot that CPU allocated,
-``*`` a slot in use whose allocator the lesson does not know, ``.`` a free slot), its list, its
-table object (or none) and whether the seed lost it; per CPU the slot its cached ``offset[0]``
-points at; every non-empty list in order.  The kernel's own harnesses draw state the same way
+memory: per cluster its slots (``H`` the header page, for a slot in use the digit of the CPU it
+was allocated on -- the CPU the task ran on when ``folio_alloc_swap`` returned, which for a task
+that migrated in its sleep is the CPU it woke on, not the one it started on --, ``*`` a slot in
+use whose CPU the lesson does not know, ``.`` a free slot), its list, its table object (or none),
+whether the seed lost it and a ``mark`` (what a task in the middle of an operation does with it:
+"cpu0 isolated it, asleep for its table"); per CPU the slot its cached ``offset[0]`` points at;
+every non-empty list in order.  The kernel's own harnesses draw state the same way
 (tools/testing/vma: ``AA B   **  CC``)::
 
     cluster 0 [H000111.] frag[0]    table #0
@@ -32,12 +35,14 @@ from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 from rich.text import Text  # noqa: E402
 
 __all__ = ["ClusterView", "CpuView", "Frame", "SHORT_LIST", "terminal", "shapes", "svg", "png", "gif",
-           "CPU_COLOURS"]
+           "CPU_COLOURS", "LEGEND"]
 
 SHORT_LIST = {"free_clusters": "free", "full_clusters": "full", "discard_clusters": "discard"}
 CPU_COLOURS = ("#4c8fd6", "#e0803a", "#5aa469", "#b45cc4")
 _RICH_CPU = ("bold cyan", "bold yellow", "bold green", "bold magenta")
 _WIDTH = 720
+LEGEND = ("H: the header page; a digit: the CPU the slot was allocated on (after a migration, the CPU the "
+          "task woke on); #N: the table object")
 
 
 def short_list(name: str | None) -> str:
@@ -50,11 +55,12 @@ def short_list(name: str | None) -> str:
 @dataclass(frozen=True)
 class ClusterView:
     index: int
-    slots: str                  # one character per slot: H header, CPU digit, * in use, . free
+    slots: str                  # one character per slot: H header, the CPU it was allocated on, * in use, . free
     list: str | None            # the list it is on (full name), None when on no list
     table: int                  # the table object's index, -1: no table
     flag: str
     lost: bool = False
+    mark: str = ""              # what a task in the middle of an operation does with it (a step's ``during``)
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,10 @@ def terminal(frame: Frame) -> list[Text]:
         t.append(f"table #{cl.table}" if cl.table >= 0 else "no table", style="" if cl.table >= 0 else "dim")
         if cl.lost:
             t.append("  LOST (isolated, on no list)", style="bold red")
-        if cl.index in cached:
-            t.append("  <- cached by CPU " + ", ".join(map(str, cached[cl.index])))
+        notes = ([cl.mark] if cl.mark else []) + (["cached by CPU " + ", ".join(map(str, cached[cl.index]))]
+                                                 if cl.index in cached else [])
+        if notes:
+            t.append("  <- " + "; ".join(notes), style="bold" if cl.mark else "")
         lines.append(t)
     for c in frame.cpus:
         t = Text(f"  CPU {c.cpu} ", style=_RICH_CPU[c.cpu % len(_RICH_CPU)])
@@ -183,6 +191,8 @@ def shapes(frame: Frame) -> list[Shape]:
         elif cl.index in cached:
             out.append(Shape("text", tx + 96, y + 17, text="cached by CPU " + ",".join(map(str, cached[cl.index])),
                              size=11, fill="#333333"))
+        if cl.mark:                     # under the list and the table: the row's free line
+            out.append(Shape("text", xr, y + 38, text=cl.mark, size=10, fill="#6a1b9a", bold=True))
         y += 44
     y += 8
     for c in frame.cpus:

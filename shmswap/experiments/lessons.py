@@ -10,7 +10,11 @@ interleaving inside an operation, the step's script says where the other CPU run
 prints it -- the sleeping table allocation (``fail atomic 1``, ``run cpu0 until sleep in
 swap_cluster_alloc_table``, ``run cpu1``, ``cpu0 wakes on cpu1``, ``run cpu0``) and the lockless
 reader (``run cpu1 until reader``, ``run cpu0``: the free and the table free inside the reader's
-window, ``run cpu1``).  So a lesson and its seed replay exactly.  The seed (``-s SEED``) picks the
+window, ``run cpu1``).  So a lesson and its seed replay exactly.  Where the lesson's point is the
+moment in the middle, the step also draws it: the script stops there (``run_schedule``'s
+``stops``: after ``run cpu0 until sleep in swap_cluster_alloc_table``, cpu0 asleep with its
+cluster isolated; after ``run cpuN until reader``, the reader holding the table pointer), the
+lesson takes a picture, and the script goes on.  The seed (``-s SEED``) picks the
 problem: which CPU goes first, how full things are before step 1, the order of the steps, and the
 script (whether the other CPU allocates while one sleeps, whether the sleeping allocation fails
 too, whether the writer allocates again inside the reader's window).
@@ -18,8 +22,11 @@ too, whether the writer allocates again inside the reader's window).
 What a step changed is recorded, not computed by hand: a ``Recorder`` observer hears the table
 allocations and frees, the sleep and the wake-up (a migration when the CPU differs) and the
 reader's window, and the scheduler's ``on_step`` marks where another task takes over; list moves
-and per-CPU cache changes come from ``Model.snapshot()`` before and after; fast or slow path from
-the worker's counters.
+and per-CPU cache changes come from ``Model.snapshot()`` before and after; fast or slow path and the
+branch ``swap_cluster_alloc_table`` took after a sleep from the worker's counters, a lost cluster
+from the record the seed's branch left in it (``cluster.lost``).  A slot is drawn with the CPU it
+was allocated on: the task's CPU when ``folio_alloc_swap`` returned, i.e. the CPU it woke on after
+a migration.
 
 Each step asks the reader to predict (which cluster and slot, whether a table gets allocated or
 freed, which list a cluster moves to) and carries the answers; ``shmswap demo -c`` prints them.
@@ -37,15 +44,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config import PAGE_SIZE, Config
+from ..mm.alloc_table import LOST_NAMES, decode_lost
 from ..mm.swap import SWAP_MAP_BAD
 from ..model import CACHE_ONLY, SWAPPED, Allocation, Model, Snapshot
 from ..runner.deterministic import SchedTask, Scheduler
-from ..runner.stepwise import run_schedule, script_op
+from ..runner.stepwise import Stop, run_schedule, script_op
 from ..substrate.observe import Observer
 from ..substrate.stats import Stat
 from .drawing import ClusterView, CpuView, Frame, short_list
 
-__all__ = ["LESSONS", "Question", "Step", "LessonRun", "run_lesson", "lesson_config", "CPUS", "CLUSTERS", "SPC"]
+__all__ = ["LESSONS", "Question", "Moment", "Step", "LessonRun", "run_lesson", "lesson_config", "CPUS", "CLUSTERS",
+           "SPC"]
 
 CPUS, CLUSTERS, SPC = 2, 4, 8
 
@@ -62,12 +71,22 @@ class Question:
     answer: str
 
 
+@dataclass(frozen=True)
+class Moment:
+    """A picture from the middle of a step: the script stopped after its line ``line``."""
+
+    line: str
+    text: str
+    frame: Frame
+
+
 @dataclass
 class Step:
     """One step: who ran which kernel function, what changed, the questions, the pictures.
 
     ``schedule``: the script's lines when the step interleaves tasks (else empty: one task ran);
-    ``points``: the scheduling points the step took."""
+    ``points``: the scheduling points the step took; ``during``: the pictures taken at the script's
+    stops, between ``before`` and ``after``."""
 
     n: int
     cpu: int | None
@@ -80,6 +99,7 @@ class Step:
     fresh: bool = False         # the first step on a new device (the lesson's next part)
     schedule: list[str] = field(default_factory=list)
     points: int = 0
+    during: list[Moment] = field(default_factory=list)
 
     def headline(self) -> str:
         who = f"CPU {self.cpu}" if self.cpu is not None else "manager"
@@ -107,12 +127,13 @@ class LessonRun:
 
     @property
     def frames(self) -> list[Frame]:
-        """The pictures in order: before step 1, after every step, and before the first step on a new
-        device."""
+        """The pictures in order: before step 1, in the middle of a step that stops (``during``), after
+        every step, and before the first step on a new device."""
         out = []
         for i, s in enumerate(self.steps):
             if i == 0 or s.fresh:
                 out.append(s.before)
+            out += [m.frame for m in s.during]
             out.append(s.after)
         return out or [self.final]
 
@@ -132,28 +153,43 @@ class Recorder(Observer):
         self.events: list[tuple[int, str | None]] = []
         self.read: tuple[int, int] | None = None       # the reader's (table, entry value)
         self.reader = -1                               # the task in a lookup (others read tables too)
+        self.window: tuple[int, int, int] | None = None  # the reader's (cluster, table, offset)
+        self.asleep: tuple[int, int, int] | None = None  # the sleeper's (task, cluster, CPU)
+        self.woke: tuple[int, int, int] | None = None    # the sleeper's (task, CPU now, CPU before)
+        self.tables: list[tuple[int, int, int, bool]] = []   # (task, cluster, table, sleeping)
+        self.unused: list[tuple[int, int, int]] = []         # (task, cluster, table) freed unused
+
+    def reset(self) -> None:
+        """Forget the last step."""
+        self.events, self.read, self.window, self.tables, self.unused = [], None, None, [], []
+        self.asleep = self.woke = None
 
     def note(self, wid: int, text: str | None) -> None:
         self.events.append((wid, text))
 
     def table_alloc(self, wid: int, ci: int, table: int, sleeping: bool) -> None:
+        self.tables.append((wid, ci, table, sleeping))
         self.note(wid, f"table #{table} allocated for cluster {ci} ({'sleeping' if sleeping else 'atomic'})")
 
     def table_free(self, wid: int, ci: int, table: int) -> None:
         self.note(wid, f"swap_cluster_free_table: cluster {ci} lost its table #{table}")
 
     def table_freed_unused(self, wid: int, ci: int, table: int) -> None:
+        self.unused.append((wid, ci, table))
         self.note(wid, f"table #{table}, allocated for cluster {ci}, freed unused")
 
     def sleep(self, wid: int, ci: int, cpu: int) -> None:
+        self.asleep = (wid, ci, cpu)
         self.note(wid, f"atomic table allocation failed: every lock dropped, the task on CPU {cpu} sleeps "
                        f"for a table for cluster {ci} (isolated, on no list)")
 
     def wake(self, wid: int, cpu: int, before: int) -> None:
+        self.woke = (wid, cpu, before)
         self.note(wid, f"woke on CPU {cpu}" + (f" (migrated from CPU {before})" if cpu != before else ""))
 
     def reader_window(self, wid: int, ci: int, table: int, off: int) -> None:
         if wid == self.reader:
+            self.window = (ci, table, off)
             self.note(wid, f"the reader loaded cluster {ci}'s table pointer (#{table}), rcu_read_lock held")
 
     def reader_read(self, wid: int, ci: int, table: int, off: int, tb: int) -> int:
@@ -215,6 +251,7 @@ class Stage:
         self.points = 0
         self.digest = 0
         self.main: int | None = None                      # the step's task: others' operations are told
+        self.cpu_of: dict[int, int] = {}                  # slot -> the CPU it was allocated on
 
     def make_op(self, model: Model, op: tuple) -> Callable[[], None]:
         """The script's operation ``op``, keeping what it returns (and, in words, what another
@@ -235,6 +272,9 @@ class Stage:
             def alloc() -> None:
                 for _ in range(times):
                     a = model.alloc(order=order, state=state)
+                    if a is not None:                 # the CPU the task runs on now: where it woke
+                        cpu = model.system.current.cpu
+                        self.cpu_of.update((s, cpu) for s in range(a.entry, a.entry + a.nr))
                     results.append((me(), "alloc", a))
                     tell("folio_alloc_swap: no slot" if a is None else
                          f"folio_alloc_swap: slot {a.entry} (cluster {a.entry // SPC}, table "
@@ -260,10 +300,12 @@ class Stage:
             return lookup
         return script_op(model, op)
 
-    def schedule(self, body: str, main: int | None = None) -> list[tuple[int, str, object]]:
+    def schedule(self, body: str, main: int | None = None,
+                 stops: dict[int, Stop] | None = None) -> list[tuple[int, str, object]]:
         """Run the script ``body`` on this device under the deterministic scheduler; returns what
         its operations returned.  ``main``: the step's task (the operations of the others are told
-        in the recorder's events)."""
+        in the recorder's events); ``stops``: ``{n: callback}`` called once the first ``n`` lines
+        are done (``run_schedule``)."""
         self.results = []
         self.main = main
         rec = self.rec
@@ -273,20 +315,22 @@ class Stage:
             if t.idx != last[0]:
                 last[0] = t.idx
                 rec.note(t.wid, None)
-        sched = run_schedule(self.model, body, make_op=self.make_op, on_step=on_step)
+        sched = run_schedule(self.model, body, make_op=self.make_op, on_step=on_step, stops=stops)
         self.points += sched.step
         self.digest = (self.digest * 1000003 ^ sched.digest) & _MASK64
         self.model.on_manager()
         return self.results
 
-    def frame(self, caption: str, note: str = "") -> Frame:
+    def frame(self, caption: str, note: str = "", marks: dict[int, str] | None = None) -> Frame:
+        """The device now; ``marks``: words drawn next to some clusters (what a task does with it)."""
         m = self.model
+        marks = marks or {}
         snap = m.snapshot()
         shm = m.system.shm
         owner = {}
         for a in m.held.values():
             for s in range(a.entry, a.entry + a.nr):
-                owner[s] = str(a.wid)
+                owner[s] = str(self.cpu_of[s]) if s in self.cpu_of else "*"
         used = shm.map_np
         clusters = []
         for c in snap.clusters:
@@ -294,13 +338,22 @@ class Stage:
             chars = "".join("H" if used[s] == SWAP_MAP_BAD else owner.get(s, "*") if used[s] else "."
                             for s in range(i * SPC, (i + 1) * SPC))
             clusters.append(ClusterView(i, chars, c["list"], int(shm.clu["table"][i]), c["flag"],
-                                        bool(shm.clu["lost"][i])))
+                                        bool(shm.clu["lost"][i]), marks.get(i, "")))
         cpus = tuple(CpuView(p["cpu"], p["offset"][0], SPC) for p in snap.percpu)
         return Frame(caption, tuple(clusters), cpus, {k: v for k, v in snap.lists.items() if v}, note,
                      self.alloc_table)
 
     def stat(self, wid: int, s: Stat) -> int:
         return int(self.model.system.shm.workers["stats"][wid][s])
+
+    def lost(self, ci: int) -> tuple[str, int] | None:
+        """The seed's record in a cluster it left isolated on no list: (branch, the cluster it used
+        instead or -1), None when it is not lost."""
+        word = int(self.model.system.shm.clu["lost"][ci])
+        if not word:
+            return None
+        branch, _, _, other = decode_lost(word)
+        return LOST_NAMES.get(branch, str(branch)), other
 
     def close(self) -> dict:
         m = self.model
@@ -364,19 +417,35 @@ class Script:
     def _caption(self, text: str) -> str:
         return f"{self.name} ({self.stage.alloc_table}): {text}"
 
+    def _moment(self, line: str, short: str, text: str, marks: dict[int, str]) -> Moment:
+        """A picture of the device now, in the middle of the running step, stopped after ``line``."""
+        n = len(self.steps) + 1
+        return Moment(line, text, self.stage.frame(self._caption(f"during step {n}: {short}"), self.note, marks))
+
     def _run(self, cpu: int | None, func: str, body: list[str],
-             questions: Callable[[object, Snapshot, Snapshot, list[str]], tuple[str, list[Question]]]) -> object:
-        """One step: run the script ``body`` (its first operation is the step's, by ``cpu``)."""
+             questions: Callable[[object, Snapshot, Snapshot, list[str]], tuple[str, list[Question]]],
+             stops: dict[int, Callable[[], Moment | None]] | None = None) -> object:
+        """One step: run the script ``body`` (its first operation is the step's, by ``cpu``).
+        ``stops``: ``{n: look}``, ``look()`` called once the first ``n`` lines are done (every task
+        parked); the pictures it returns are the step's ``during``."""
         st = self.stage
         n = len(self.steps) + 1
         who = f"CPU {cpu}" if cpu is not None else "the manager"
         before = st.frame(self._caption(f"before step {n}: {who} calls {func}"), self.note)
         s0 = st.model.snapshot()
-        st.rec.events = []
-        st.rec.read = None
+        st.rec.reset()
         points = st.points
         me = CPUS if cpu is None else cpu
-        mine = [r for w, _, r in st.schedule("\n".join(body), me) if w == me]
+        during: list[Moment] = []
+
+        def stop(look: Callable[[], Moment | None]) -> Stop:
+            def at(_sched: Scheduler) -> None:
+                m = look()
+                if m is not None:
+                    during.append(m)
+            return at
+        mine = [r for w, _, r in st.schedule("\n".join(body), me, {k: stop(v) for k, v in (stops or {}).items()})
+                if w == me]
         result = mine[0] if mine else None
         s1 = st.model.snapshot()
         events = st.rec.texts(me)
@@ -387,7 +456,8 @@ class Script:
         fresh = bool(self.steps) and self._last is not st
         self._last = st
         self.steps.append(Step(n, cpu, func, changed, qs, before, after, st.rec.texts(), fresh,
-                               body if interleaved or any(_steers(x) for x in body) else [], st.points - points))
+                               body if interleaved or any(_steers(x) for x in body) else [], st.points - points,
+                               during))
         return result
 
     def alloc(self, cpu: int, state: str = SWAPPED, *, atomic_fail: bool = False, sleep_fail: bool = False,
@@ -399,7 +469,10 @@ class Script:
         st = self.stage
         counted = (Stat.FAST_HIT, Stat.SLOW_PATH, Stat.USED_PERCPU, Stat.INSTALLED, Stat.RETURNED_NULL)
         before = {k: st.stat(cpu, k) for k in counted}
+        lost0 = {c for c in range(CLUSTERS) if st.lost(c)}
         body = [f"cpu{cpu}: alloc{_op_words(state)}"]
+        stops: dict[int, Callable[[], Moment | None]] = {}
+        at_wake: list[Snapshot] = []
         if atomic_fail:
             if meanwhile is not None:
                 body.append(f"cpu{meanwhile}: alloc")
@@ -407,11 +480,55 @@ class Script:
             if sleep_fail:
                 body.append("fail sleeping 1")
             body.append(f"run cpu{cpu} until sleep in swap_cluster_alloc_table")
+            stops[len(body)] = lambda line=body[-1]: self._asleep(cpu, line)
             if meanwhile is not None:
                 body.append(f"run cpu{meanwhile}")
             if wake_on is not None:
                 body.append(f"cpu{cpu} wakes on cpu{wake_on}")
+
+            def wake_snapshot() -> None:          # what the re-check after the sleep will read
+                at_wake.append(st.model.snapshot())
+            stops[len(body)] = wake_snapshot
         body.append(f"run cpu{cpu}")
+
+        def recheck(a: Allocation | None, did: set[Stat], s1: Snapshot) -> str:
+            """What swap_cluster_alloc_table did after the sleep, from the recorder (the sleep, the
+            wake-up, the tables), the counters (its branch), the snapshot taken just before the task
+            woke (the per-CPU cache it re-checks) and the seed's lost-cluster record (the cluster
+            used instead).  Whether a cluster is lost is the next question's."""
+            if st.rec.asleep is None or st.rec.woke is None:
+                return "it did not sleep"
+            ci, now = st.rec.asleep[1], st.rec.woke[1]
+            off = at_wake[0].percpu[now]["offset"][0] if at_wake else 0
+            if off:
+                pc = at_wake[0].clusters[off // SPC]
+                cache = (f"CPU {now}'s per-CPU cluster (offset[0] = {off}: cluster {pc['index']}, on "
+                         f"{short_list(pc['list'])}, {pc['count']} of {SPC} slots in use)")
+            else:
+                cache = f"CPU {now}'s per-CPU cache (offset[0] = 0: nothing cached)"
+            table = [t for w, c, t, sleeping in st.rec.tables if w == cpu and c == ci and sleeping]
+            unused = [t for w, _, t in st.rec.unused if w == cpu]
+            lost = st.lost(ci)
+            if st.alloc_table != "seed":
+                out = [f"no re-check: it leaves {cache} alone"]
+            elif Stat.USED_PERCPU in did:
+                used = lost[1] if lost and lost[1] >= 0 else off // SPC
+                out = [f"the seed re-checks {cache}: usable and not full, so it returns cluster {used} instead of "
+                       f"cluster {ci}, the one it isolated"]
+            else:
+                out = [f"the seed re-checks {cache}: " + ("not usable or full, so it goes on with cluster "
+                                                          f"{ci}" if off else "nothing to use")]
+            if Stat.INSTALLED in did:
+                out.append(f"it installs table #{table[0]} in cluster {ci}" if table else f"cluster {ci} gets a table")
+            if Stat.RETURNED_NULL in did:
+                out.append("the sleeping allocation failed too, so it returns NULL" +
+                           ("" if st.alloc_table == "seed" else f" after putting cluster {ci} back on free_clusters")
+                           + ": the slow path goes on")
+            if unused:
+                out.append(f"table #{unused[0]}, allocated in the sleep, is freed unused")
+            elif not table and Stat.RETURNED_NULL not in did:
+                out.append("the sleeping allocation failed too: no table to free")
+            return "; ".join(out)
 
         def questions(a, s0, s1, events):
             did = {k for k in counted if st.stat(cpu, k) > before[k]}
@@ -422,8 +539,7 @@ class Script:
             else:
                 c = a.entry // SPC
                 if Stat.USED_PERCPU in did:
-                    src = (f"CPU {wake_on}'s per-CPU cluster, which the seed re-checks after the sleep "
-                           "instead of using the isolated cluster (T5)")
+                    src = f"CPU {st.rec.woke[1]}'s per-CPU cluster, which the re-check after the sleep returned"
                 elif Stat.INSTALLED in did:
                     src = "the cluster isolated from free_clusters, with the table the sleep brought"
                 elif Stat.RETURNED_NULL in did:
@@ -436,34 +552,43 @@ class Script:
                 where = f"slot {a.entry} of cluster {c}"
                 qs = [Question("which cluster and slot does it take?", f"cluster {c}, slot {a.entry}, from {src}")]
             installed = [e for e in events if "allocated for cluster" in e and "freed unused" not in e]
-            unused = [e for e in events if "freed unused" in e]
-            if any("sleeps" in e for e in events):
-                tab = ("the atomic allocation failed; it slept: " + ("; ".join(installed + unused)
-                                                                     or "the sleeping allocation failed too"))
-            elif installed:
-                tab = "yes: " + installed[0]
-            else:
-                tab = (f"no: cluster {a.entry // SPC} already has table "
+            if not atomic_fail:                  # (with atomic_fail the script says it: it fails, it sleeps)
+                tab = ("yes: " + installed[0] if installed else
+                       f"no: cluster {a.entry // SPC} already has table "
                        f"#{int(st.model.system.shm.clu['table'][a.entry // SPC])}" if a else "no: nothing found")
-            qs.append(Question("is a swap table allocated?", tab))
+                qs.append(Question("is a swap table allocated?", tab))
             if a is not None:
                 c = a.entry // SPC
                 l0, l1 = _lists_of(s0)[c], _lists_of(s1)[c]
                 moved = f"{short_list(l1)} (from {short_list(l0)})" if l0 != l1 else f"it stays on {short_list(l1)}"
                 qs.append(Question("which list is that cluster on afterwards?", moved))
-            lost = [c["index"] for c0, c in zip(s0.clusters, s1.clusters, strict=True)
-                    if c["list"] is None and c0["list"] is not None and c["count"] == 0]
             if atomic_fail:
-                woke = [e for e in events if e.startswith("woke on")]
-                qs.insert(0, Question("which CPU does the task wake on after its sleep?",
-                                      woke[0][len("woke on "):] if woke else "it did not sleep"))
+                woke = f"cpu{cpu} wakes on CPU {wake_on}: does" if wake_on is not None else "After its sleep, does"
+                other = f"CPU {wake_on}'s" if wake_on is not None else "its CPU's"
+                qs.insert(0, Question(f"{woke} swap_cluster_alloc_table then use {other} per-CPU cluster or the "
+                                      "cluster it isolated, and what becomes of the table it slept for?",
+                                      recheck(a, did, s1)))
+                lost = [(c, st.lost(c)) for c in range(CLUSTERS) if st.lost(c) and c not in lost0]
                 qs.append(Question("does a cluster end up on no list (lost)?",
-                                   f"yes: cluster {lost[0]} (seed T5/T6b: isolated for the table, never put back)"
-                                   if lost else "no"))
+                                   "; ".join(f"yes: cluster {c} ({b}: isolated for the table, never put back on a "
+                                             "list)" for c, (b, _) in lost) or "no"))
             return where + (" (fast path)" if fast else " (slow path)" if slow else ""), qs
 
         return self._run(cpu, f"folio_alloc_swap(order 0{', ' + state if state != SWAPPED else ''})", body,
-                         questions)
+                         questions, stops)
+
+    def _asleep(self, cpu: int, line: str) -> Moment | None:
+        """The picture when ``cpu``'s task has dropped every lock to sleep for a table."""
+        st = self.stage
+        if st.rec.asleep is None:
+            return None
+        _, ci, was = st.rec.asleep
+        c = st.model.snapshot().clusters[ci]
+        text = (f"cpu{cpu} (on CPU {was}) sleeps in swap_cluster_alloc_table for a table for cluster {ci}, every "
+                f"lock dropped; cluster {ci}: " + (f"on {short_list(c['list'])}" if c["list"] else "on no list") + ", "
+                + ("a table" if c["table"] else "no table") + f", {c['count']} slots in use")
+        return self._moment(line, f"cpu{cpu} asleep in swap_cluster_alloc_table", text,
+                            {ci: f"cpu{cpu} isolated it, asleep for its table"})
 
     def free(self, a: Allocation, cpu: int) -> None:
         c = a.entry // SPC
@@ -489,12 +614,15 @@ class Script:
         other CPU's free (and, with ``realloc``, a new cache-only allocation), then the reader."""
         st = self.stage
         body = [f"cpu{cpu}: lookup {entry}"]
+        stops: dict[int, Callable[[], Moment | None]] = {}
         if free_meanwhile is not None:
             other, x = free_meanwhile
             body.append(f"cpu{other}: free {x.entry}")
             if realloc:
                 body.append(f"cpu{other}: alloc state {CACHE_ONLY}")
-            body += [f"run cpu{cpu} until reader", f"run cpu{other}"]
+            body.append(f"run cpu{cpu} until reader")
+            stops[len(body)] = lambda line=body[-1]: self._in_window(cpu, entry, line)
+            body.append(f"run cpu{other}")
         body.append(f"run cpu{cpu}")
 
         def questions(folio, s0, s1, events):
@@ -511,7 +639,19 @@ class Script:
             return (f"lookup of slot {entry}: " + ("found" if folio is not None else "nothing"),
                     [Question(f"does the lockless lookup of slot {entry} find a folio?", ans)])
 
-        return self._run(cpu, f"swap_cache_get_folio(slot {entry})", body, questions)
+        return self._run(cpu, f"swap_cache_get_folio(slot {entry})", body, questions, stops)
+
+    def _in_window(self, cpu: int, entry: int, line: str) -> Moment | None:
+        """The picture when ``cpu``'s lockless reader holds a cluster's table pointer, the entry not
+        read yet."""
+        if self.stage.rec.window is None:
+            return None
+        ci, table, off = self.stage.rec.window
+        held = f"table #{table}" if table >= 0 else "NULL"
+        text = (f"cpu{cpu}'s lookup of slot {entry} loaded cluster {ci}'s table pointer ({held}) inside "
+                f"rcu_read_lock and has not read its entry {off} yet")
+        return self._moment(line, f"cpu{cpu}'s reader holds {held}", text,
+                            {ci: f"cpu{cpu}'s reader holds {held} (its entry {off} not read yet)"})
 
     def work(self) -> None:
         st = self.stage

@@ -12,6 +12,8 @@ Models: ``folio_try_get``, ``folio_put`` / ``folio_ref_add`` / ``folio_ref_sub``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..substrate.layout import FOLIO
@@ -38,6 +40,9 @@ class Folios:
         self.shm = shm
         # Idle ids known to this process, per owning worker (a process may play several).
         self._free: dict[int, set[int]] = {}
+        # Told of an id this process freed for an owner it does not play, when the owner must take
+        # it back as if all were one process (the deterministic scheduler's processes mode).
+        self.foreign_free: Callable[[int, int], None] | None = None
 
     # -- allocation (owner only) ------------------------------------------------------------------
     def folio_alloc(self, wid: int, order: int) -> int:
@@ -81,9 +86,12 @@ class Folios:
         if old < nr:
             raise AssertionError(f"folio {f}: refcount underflow ({old} - {nr})")
         if old == nr:
-            owner_free = self._free.get(self.fq[f * _FW + F_OWNER])
+            owner = self.fq[f * _FW + F_OWNER]
+            owner_free = self._free.get(owner)
             if owner_free is not None:
                 owner_free.add(f)
+            elif self.foreign_free is not None:
+                self.foreign_free(int(owner), f)
             return True
         return False
 

@@ -12,7 +12,7 @@ exit path.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..config import Config
 from ..substrate import _prim
@@ -28,6 +28,7 @@ from .slab import TableSlab
 from .swapon import enable_swap_info, swapon
 from .task import Current, MigrationPolicy, Task
 from .variants import Variant
+from .vmscan import direct_reclaim
 from .work import run_pending_work
 
 __all__ = ["SwapSystem", "SleepingAllocator"]
@@ -52,9 +53,13 @@ class SwapSystem:
     shm: SwapShm | None = None
 
     def __init__(self, cfg: Config, shm: SwapShm, observers: Iterable[Observer] = (),
-                 sleep_alloc: SleepAlloc | None = None, supervisor: ReaderSupervisor | None = None) -> None:
+                 sleep_alloc: SleepAlloc | None = None, supervisor: ReaderSupervisor | None = None,
+                 sleep_allocs: Callable[[int], SleepAlloc] | None = None) -> None:
         self.cfg = cfg
         self.shm = shm
+        # Each device's kmem_cache_zalloc(GFP_KERNEL) by swap type (a worker's mailbox to the
+        # manager); None: served in this process by the device's own slab.
+        self.sleep_allocs = sleep_allocs
         self.variant = Variant.from_config(cfg)
         self.observers = Observers(observers)
         self.cur = Current(shm, self.observers)
@@ -62,7 +67,8 @@ class SwapSystem:
         self.slab = TableSlab(shm, self.rcu, self.observers, cfg.atomic_fail, cfg.sleep_fail, seed=cfg.seed)
         self.folios = Folios(shm)
         self.si = SwapInfo(shm, self.variant, self.slab, self.rcu, self.folios, self.cur, self.observers,
-                           sleep_alloc or SleepingAllocator(self.slab, cfg.sleep_latency_us))
+                           direct_reclaim(sleep_alloc or self._sleep_alloc_for(0, self.slab, cfg), self.cur,
+                                          cfg.sleep_reclaim))
         self.handoff = HandoffRing(shm)
         # swap_info[]: every device by type; type 0 is ``si``.  Further devices are added by
         # ``add_device`` (their own device, cluster, map, slab and table segments).
@@ -76,7 +82,7 @@ class SwapSystem:
         """A further device's handle on its segments ``shm`` (swap type ``len(devices)``)."""
         slab = TableSlab(shm, self.rcu, self.observers, dcfg.atomic_fail, dcfg.sleep_fail, seed=dcfg.seed + shm.type)
         si = SwapInfo(shm, self.variant, slab, self.rcu, self.folios, self.cur, self.observers,
-                      SleepingAllocator(slab, dcfg.sleep_latency_us))
+                      direct_reclaim(self._sleep_alloc_for(shm.type, slab, dcfg), self.cur, self.cfg.sleep_reclaim))
         si.devs = self.devices
         self.devices.append(si)
         self.device_shms.append(shm)
@@ -105,9 +111,41 @@ class SwapSystem:
             raise
         return system
 
+    def _sleep_alloc_for(self, type: int, slab: TableSlab, dcfg: Config) -> SleepAlloc:  # noqa: A002 - si->type
+        """Device ``type``'s sleeping table allocation: the given one, else served in this process."""
+        if self.sleep_allocs is not None:
+            return self.sleep_allocs(type)
+        return SleepingAllocator(slab, dcfg.sleep_latency_us)
+
     @classmethod
-    def attach(cls, cfg: Config, n_workers: int, names: dict[str, str], **kw) -> SwapSystem:
-        return cls(cfg, SwapShm.attach(cfg, n_workers, names), **kw)
+    def attach(cls, cfg: Config, n_workers: int, names: dict[str, str] | list[dict[str, str]],
+               **kw) -> SwapSystem:
+        """Attach to every device the owner created: ``names`` is the owner's ``names()``, one dict
+        per device in swap-type order (a single dict: device 0 alone)."""
+        per_device = [names] if isinstance(names, dict) else list(names)
+        shm = SwapShm.attach(cfg, n_workers, per_device[0])
+        system = None
+        try:
+            system = cls(cfg, shm, **kw)
+            configs = cfg.device_configs()
+            for t, dnames in enumerate(per_device[1:], 1):
+                dcfg = configs[t][0]
+                system.add_device(dcfg, SwapShm.attach_device(dcfg, shm, t, dnames))
+        except BaseException:
+            for d in system.device_shms[1:] if system is not None else ():
+                d.close()
+            shm.close()
+            raise
+        return system
+
+    def names(self) -> list[dict[str, str]]:
+        """Every device's segment names, in swap-type order (what ``attach`` takes)."""
+        return [d.names() for d in self.device_shms]
+
+    def detach(self) -> None:
+        """Unmap every device's segments without unlinking them (a process that attached)."""
+        for d in reversed(self.device_shms):
+            d.close()
 
     # -- tasks ------------------------------------------------------------------------------------------
     def task(self, wid: int, seed: int | None = None) -> Task:

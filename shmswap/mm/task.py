@@ -57,6 +57,8 @@ class Task:
         self.home_cpu = wid if home_cpu is None else home_cpu
         self.cpu = self.home_cpu
         self.migration = migration or MigrationPolicy(1)
+        # PF_MEMALLOC and the sink of its nested swap-outs (--sleep-reclaim, mm/vmscan.py); None: none
+        self.reclaim = None
 
     def start_op(self) -> None:
         """A new operation starts on the home CPU."""

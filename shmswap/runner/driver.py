@@ -104,7 +104,7 @@ def run_multiprocess(cfg: Config, progress=None) -> Result:
     manager = ctx.Process(target=manager_main, name="shmswap-manager", daemon=False,
                           args=(cfg, n_workers, ctl_child, [a for a, _ in pipes], os.getpid()))
     workers: list = []
-    names: dict[str, str] = {}
+    names: list[dict[str, str]] = []       # every device's segments, from the manager
     finished = False
     with _Signals() as signals:
         try:
@@ -132,7 +132,7 @@ def run_multiprocess(cfg: Config, progress=None) -> Result:
     return result
 
 
-def _await_names(ctl, manager, signals: _Signals) -> dict[str, str]:
+def _await_names(ctl, manager, signals: _Signals) -> list[dict[str, str]]:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if len(signals.received) > 1:
@@ -187,8 +187,8 @@ def _await_result(ctl, manager, progress, silence_s: float, signals: _Signals | 
             raise RunAborted("the manager's control pipe closed") from None
 
 
-def _reap(manager, workers: list, names: dict[str, str], patient: bool) -> None:
-    """Join everything; kill what does not end; unlink whatever is left of the segments.
+def _reap(manager, workers: list, names: list[dict[str, str]], patient: bool) -> None:
+    """Join everything; kill what does not end; unlink whatever is left of every device's segments.
 
     After a result everyone is on the way out; after a failure nobody is waited for.
     """
@@ -200,8 +200,9 @@ def _reap(manager, workers: list, names: dict[str, str], patient: bool) -> None:
         if p.is_alive():
             os.kill(p.pid, signal.SIGKILL)
             p.join(5.0)
-    for name in names.values():
-        unlink_by_name(name)
+    for device in names:
+        for name in device.values():
+            unlink_by_name(name)
 
 
 def failed_result(cfg: Config, reason: str) -> Result:

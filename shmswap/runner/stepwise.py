@@ -7,6 +7,14 @@ atomic|sleeping N``, ``steps``, ``then``) under a fresh ``Scheduler`` on an exis
 every CPU and the manager are tasks, exactly one runs between preemption points, and the script
 decides which.  The operations are the script's own (``alloc``, ``free``, ``lookup``, the
 manager's work); ``make_op`` builds them, so the caller can keep what they return.
+
+A lesson also looks at the device in the middle of a script: ``stops`` maps a number of
+statements to a callback, called once those statements are done and before the next one lets
+any task run (e.g. after ``run cpu0 until sleep in swap_cluster_alloc_table``: cpu0 asleep, its
+cluster isolated, nobody else run yet).  The callback runs while every task is parked at a
+preemption point: it may read the model (``Model.snapshot``, the shared memory), not drive it.
+Stops change nothing in the schedule: the trace and its digest are those of the same script
+without them.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ from ..model import Model
 from .deterministic import SchedTask, ScheduleFailure, Scheduler
 from .script import HEADER, QueueProgram, Script, ScriptPolicy, _Checks, _fallback, _make_op, parse_script
 
-__all__ = ["schedule_script", "run_schedule", "script_op"]
+__all__ = ["schedule_script", "run_schedule", "script_op", "Stop"]
+
+Stop = Callable[[Scheduler], None]
 
 
 def script_op(model: Model, op: tuple) -> Callable[[], None]:
@@ -34,20 +44,55 @@ def schedule_script(model: Model, body: str) -> Script:
     return script
 
 
+class _StoppingPolicy(ScriptPolicy):
+    """The script's policy, calling ``stops[n]`` once the first ``n`` statements are done.
+
+    The policy's counter only moves inside ``prepare`` and ``choose``, which decide and run no
+    task: right after either, the device is as the last finished statement left it."""
+
+    def __init__(self, *args, stops: dict[int, Stop], **kw) -> None:
+        super().__init__(*args, **kw)
+        self.stops = sorted(stops.items())
+
+    def _fire(self, sched: Scheduler) -> None:
+        while self.stops and self.stops[0][0] <= self.pc:
+            n, stop = self.stops.pop(0)
+            try:
+                stop(sched)
+            except Exception as e:  # noqa: BLE001 - the scheduler stops the run and reports it
+                raise ScheduleFailure(f"the stop after statement {n} failed: {type(e).__name__}: {e}") from e
+
+    def prepare(self, sched) -> None:
+        super().prepare(sched)
+        self._fire(sched)
+
+    def choose(self, sched, runnable, cur):
+        t = super().choose(sched, runnable, cur)
+        self._fire(sched)
+        return t
+
+
 def run_schedule(model: Model, script: Script | str, *,
                  make_op: Callable[[Model, tuple], Callable[[], None]] | None = None,
-                 on_step: Callable[[Scheduler, SchedTask], None] | None = None) -> Scheduler:
+                 on_step: Callable[[Scheduler, SchedTask], None] | None = None,
+                 stops: dict[int, Stop] | None = None) -> Scheduler:
     """Run ``script`` on ``model`` until every task is idle; returns the scheduler (its ``trace``,
     ``choices``, ``digest``).  A crash, a deadlock or a script that cannot be followed raises
     ``ScheduleFailure`` with the scheduler's words; ``expect`` and ``check`` statements are
-    refused (the caller checks the model itself)."""
+    refused (the caller checks the model itself).  ``stops``: ``{n: callback}``, each called
+    once, when the first ``n`` statements are done (a stop the run never reaches is an error)."""
     if isinstance(script, str):
         script = schedule_script(model, script)
     if script.workload is not None or any(st.kind in ("expect", "check", "checkpoint") for st in script.stmts):
         raise ScheduleFailure("run_schedule: only operations and schedule statements (no workload, expect, "
                               "check or checkpoint)")
+    bad = [n for n in (stops or {}) if not 0 < n < len(script.stmts)]
+    if bad:
+        raise ScheduleFailure(f"run_schedule: a stop after {bad[0]} statement(s): the script has "
+                              f"{len(script.stmts)}; a stop goes between two of them")
     sched = Scheduler(model, None)
-    sched.policy = ScriptPolicy(script, model, sched, _fallback(script.fallback), _Checks(), make_op=make_op)
+    sched.policy = _StoppingPolicy(script, model, sched, _fallback(script.fallback), _Checks(), make_op=make_op,
+                                   stops=stops or {})
     sched.on_step = on_step
     for w in range(model.cpus):
         sched.add_task(w, w, QueueProgram())
@@ -59,4 +104,7 @@ def run_schedule(model: Model, script: Script | str, *,
         model.system.observers.remove(sched)
     if sched.failure is not None:
         raise ScheduleFailure(sched.failure)
+    if sched.policy.stops:
+        raise ScheduleFailure(f"run_schedule: the run ended before the stop after statement "
+                              f"{sched.policy.stops[0][0]}")
     return sched

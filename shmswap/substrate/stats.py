@@ -38,14 +38,31 @@ class Stat(IntEnum):
     RECLAIM_FULL = 19        # swap_reclaim_full_clusters passes
     RECLAIMED_SLOTS = 20     # slots reclaimed from HAS_CACHE-only
     DISCARDS = 21            # clusters discarded
+    # --sleep-reclaim (mm/vmscan.py): direct reclaim from the sleeping table allocation
+    NESTED_RECLAIM = 22      # the sleeping allocation entered direct reclaim (a nested swap-out)
     FREED_MEMORY_READS = 23  # a reader touched a poisoned table object (oracle)
     WRONG_OWNER_ACCEPTED = 24  # a reader accepted a folio not for its entry (oracle)
     FOREIGN_REJECTED = 25    # a reader saw a foreign folio and rejected it (correct behaviour)
+    NESTED_ALLOC = 26        # the nested folio_alloc_swap got slots
     OPS = 27                 # workload steps done
     WARNINGS = 28            # WARN / VM_WARN conditions met (each is a violation unless expected)
     NULL_TABLE_FREES = 29    # swap_cluster_free_table on a cluster whose table is NULL (§10 W2)
     PIPE_TOO_OLD = 30        # a reader saw a table freed two or more grace periods earlier
     FREE_OPS = 31            # workload free operations (one allocation record released)
+    NESTED_ALLOC_FAILED = 32  # the nested swap-out got no folio or no slot
+    # swap_cluster_alloc_table branches taken inside nested swap-outs (also counted above)
+    NESTED_TABLE_ATOMIC = 33
+    NESTED_SLEEPS = 34
+    NESTED_USED_PERCPU = 35
+    NESTED_INSTALLED = 36
+    NESTED_RETURNED_NULL = 37
+    NESTED_LOST = 38
+    # the branch the outer swap_cluster_alloc_table took after its nested swap-out (also counted above)
+    OUTER_USED_PERCPU = 39
+    OUTER_INSTALLED = 40
+    OUTER_RETURNED_NULL = 41
+    OUTER_ALREADY = 42
+    OUTER_LOST = 43
 
 
-N_STATS = 32  # room for a few more without changing the layout
+N_STATS = 48  # room for a few more without changing the layout

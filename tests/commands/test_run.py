@@ -174,6 +174,32 @@ def test_processes_are_named_as_documented(tmp_path):
     assert "shmswap-manager" in readme and "shmswap-mgr" not in readme
 
 
+# -- 8b. the deterministic scheduler's processes mode --------------------------------------------------
+
+def test_processes_without_deterministic_is_bad_input(tmp_path):
+    run = run_cli(["run", "--processes", "--ops", "10", "--json", "r.json"], tmp_path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "--processes" in _one_error_line(run, "--deterministic")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_deterministic_processes_equal_threads_and_record_the_same_schedule(tmp_path):
+    args = ["run", "--deterministic", "--cpus", "2", "--size", "256K", "--slots-per-cluster", "8", "--ops", "400",
+            "--seed", "7", "--quiet", "--json", "r.json", "--record", "s.race"]
+    out = {}
+    for mode, extra in (("threads", []), ("processes", ["--processes"])):
+        (tmp_path / mode).mkdir()
+        run = run_cli([*args, *extra], tmp_path / mode)    # checks that no process or segment is left
+        assert run.returncode == 0, run.stdout + run.stderr
+        out[mode] = json.loads((tmp_path / mode / "r.json").read_text())
+        assert out[mode]["deterministic"]["mode"] == mode
+    t, p = out["threads"], out["processes"]
+    assert p["deterministic"]["digest"] == t["deterministic"]["digest"]
+    for key in ("config", "ops", "tables", "findings", "invariants", "swapoff"):
+        assert p[key] == t[key], key
+    assert (tmp_path / "processes" / "s.race").read_text() == (tmp_path / "threads" / "s.race").read_text()
+
+
 # -- 9. a hang fails a test, never CI ------------------------------------------------------------------
 
 def test_every_test_has_a_time_limit(pytestconfig):

@@ -372,3 +372,68 @@ def test_reader_delays_can_be_turned_on_and_off(tmp_path):
     assert data["config"]["reader_delays"] == "off"
     rc, out, _ = shmswap_run([*SMALL, "--reader-delays", "sometimes"], tmp_path)
     assert rc == 2 and "--reader-delays" in out
+
+
+# -- several devices in processes (issue 7 item 1) --------------------------------------------------------
+
+# Two SSDs of equal priority (allocations round-robin) and every table allocation sleeping: the
+# manager serves each device's sleeps from that device's slab, and the seed's re-check after the
+# sleep reads offsets the other device left in the per-CPU cache.
+TWO_DEVICES = ["--device", "ssd:64M:prio=5,ssd:32M:prio=5", "--atomic-fail", "1", "--migrate", "0.5",
+               "--seconds", "1.5", "--quiet"]
+
+
+def test_two_devices_run_clean_under_merged(tmp_path):
+    rc, out, data = shmswap_run([*TWO_DEVICES, "--alloc-table", "merged"], tmp_path)
+    assert rc == 0, out
+    assert data["findings"] == [] and data["invariants"]["violations"] == []
+    devices = data["devices"]
+    assert [(d["type"], d["kind"], d["prio"]) for d in devices] == [(0, "ssd", 5), (1, "ssd", 5)]
+    assert [d["pages"] for d in devices] == [16383, 8191]
+    # Both devices were used, and each one's sleeping allocations came from its own slab.
+    assert all(d["inuse_pages"] > 0 and d["sleep_allocs"] > 0 and d["atomic_allocs"] == 0 for d in devices)
+    assert all(d["w12_events"] == 0 and d["lost_clusters"] == 0 for d in devices)
+    # swapoff of every device: nothing left on either.
+    assert [(d["type"], d["tables_left"], d["inuse_after"]) for d in data["swapoff"]["devices"]] == [(0, 0, 0),
+                                                                                                    (1, 0, 0)]
+    assert "devices (at the end of the workload" in out and "W12 events" in out
+
+
+def test_two_devices_seed_shows_the_cross_device_recheck(tmp_path):
+    """Reference §10 W12 in processes: the seed's re-check reads another device's offset."""
+    rc, out, data = shmswap_run([*TWO_DEVICES, "--alloc-table", "seed"], tmp_path)
+    assert rc == 0, out
+    assert data["invariants"]["violations"] == []
+    w12 = [f for f in data["findings"] if f["branch"] == "W12"]
+    assert w12, data["findings"]
+    assert sum(d["w12_events"] for d in data["devices"]) > 0
+    assert "[W12]" in out and "whose si[order] is device" in out
+
+
+def test_manager_killed_with_two_devices_leaves_no_segment(tmp_path):
+    """The driver unlinks every device's segments when the manager dies."""
+    p = _start(["--seconds", "60", "--device", "ssd:64M:prio=5,hdd:32M"], tmp_path)
+    manager = _wait_for("shmswap-manager")
+    _wait_for("shmswap-cpu3")
+    time.sleep(0.5)
+    segments = [n for n in leftover_segments() if n.startswith(f"shmswap_{manager.pid}_")]
+    assert len({n.rsplit("_", 1)[0] for n in segments if n.endswith("_device")}) == 2, segments   # two devices
+    manager.kill()
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 1, out
+    assert "manager died" in out
+    assert not set(segments) & set(leftover_segments())
+
+
+def test_sleep_reclaim_nested_swap_outs_clean_under_merged(tmp_path):
+    """--sleep-reclaim 1 with every atomic table allocation failing: each sleep swaps out a folio
+    from inside the sleeping allocation (workers' mailboxes wrapped, mm/vmscan.py); merged ends with
+    no violation and no finding, and the nested slots are freed before swapoff's account."""
+    status, out, data = shmswap_run(["--sleep-reclaim", "1", "--atomic-fail", "1", "--seconds", "1",
+                                     "--alloc-table", "merged", "--quiet"], tmp_path)
+    assert status == 0, out
+    n = data["nested_reclaim"]
+    assert data["config"]["sleep_reclaim"] == 1.0
+    assert n["reclaims"] > 0 and n["allocations"] > 0 and n["outer_after"]["lost_clusters"] == 0
+    assert data["invariants"]["violations"] == [] and data["findings"] == []
+    assert data["swapoff"]["inuse_after"] == 0
