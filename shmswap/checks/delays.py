@@ -60,7 +60,7 @@ LONG_P_NEAR = 0.3       # share of lookups in a cluster being drained that are d
 NEAR_EMPTY = 1 / 4      # being drained: count at most this share of the cluster's slots, ...
 REFILL_SLOTS = 16       # ... and abandoned once it has grown back by this many slots
 LONG_S = 0.5            # at most this many seconds
-BUDGET = 0.15           # no long delay while the delays add up to more than this share of the time
+BUDGET = 0.05           # no long delay while the delays add up to more than this share of the time
 SPIN_AHEAD = 64         # spin (not sleep) while an allocating CPU is this close below the reader's slot
 SPIN_S = 0.002          # at most this long per spin
 _POLL_S = 0.0002
@@ -135,22 +135,24 @@ class ReaderDelays(Observer):
             time.sleep(_POLL_S)
             if objs["state"][table] == OBJ_POOL:
                 return
-            if objs["gen"][table] == gen0:
+            owner = int(objs["owner"][table])
+            if owner == ci and objs["gen"][table] == gen0:      # still the table of the reader's cluster
                 count = int(cq[ci * _CW + _C_COUNT])
                 if count < low:
                     low = count
                 elif count >= low + REFILL_SLOTS:
                     return                      # refilled, not drained: it will not empty soon
                 continue
+            if owner < 0:
+                continue                        # freed, not yet reused nor back in the pool
             if self.page_mode:
                 return
-            owner = int(objs["owner"][table])
             tb = int(tables[table, off])
             if tb & 1:
                 return                          # the slot was filled and written back meanwhile
             if tb and folios["flags"][(tb >> 3) - 1] & PG_SWAPCACHE:
                 return
-            if owner >= 0 and self._allocating_cpu(owner, (owner << self.si.spc_shift) + off) >= 0:
+            if self._allocating_cpu(owner, (owner << self.si.spc_shift) + off) >= 0:
                 end = min(deadline, time.monotonic() + SPIN_S)
                 while not tables[table, off] and time.monotonic() < end:
                     pass

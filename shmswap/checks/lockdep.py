@@ -35,6 +35,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ..mm.cluster import CI_BYTES
 from ..mm.system import SwapSystem
 from ..substrate.locks import LockClass
 from ..substrate.observe import Observer
@@ -121,7 +122,9 @@ class Lockdep(Observer):
     def _trylocked(self, cls: int, off: int) -> bool:
         """Did this worker's trylock of the word at ``off`` succeed (is it held by it now)?"""
         if cls == _CI:              # a cluster lock of any device (each device has its cluster array)
-            return any(d.cr.held_by_me(off) for d in getattr(self.si, "devs", (self.si,)))
+            # The hook gives the offset, not the device: a device smaller than ``off`` cannot be it.
+            return any(off < d.nr_clusters * CI_BYTES and d.cr.held_by_me(off)
+                       for d in getattr(self.si, "devs", (self.si,)))
         if cls == _FOLIO:
             return self.folios.fr.held_by_me(off)
         return False

@@ -39,11 +39,16 @@ class ReaderOracle(Observer):
         self.page_mode = slab.mode == "page"
         self._gen = 0
 
+    def _slab(self) -> TableSlab:
+        """The slab of the device the reader is reading (``table`` indexes that device's slab)."""
+        si = self.cur.reader_si
+        return self.slab if si is None else si.slab
+
     def reader_window(self, wid: int, ci: int, table: int, off: int) -> None:
-        self._gen = self.slab.obj_gen_live(table)
+        self._gen = self._slab().obj_gen_live(table)
 
     def reader_read(self, wid: int, ci: int, table: int, off: int, tb: int) -> int:
-        slab = self.slab
+        slab = self._slab()
         state = slab.obj_state(table)
         if state == OBJ_POOL or (self.page_mode and slab.obj_gen_live(table) != self._gen):
             self.cur.stat(_FREED_MEMORY_READS)

@@ -4,16 +4,17 @@ A lesson (``shmswap.experiments.lessons``) runs on a tiny device (2 CPUs, 4 clus
 under the deterministic scheduler, one operation per step; a step that interleaves two CPUs (a
 sleeping table allocation, a lockless reader's window) prints the schedule script that makes it.
 The output echoes every argument (``ARG name value``), gives one line per step (which CPU, which
-kernel function, what changed) with the questions that step asks, draws the
-clusters (slots in use and on which CPU, list, table) and each CPU's per-CPU cache after it -- and,
-for a step whose script stops in the middle (the sleep, the reader's window), at that moment too
-("during step N") --, and ends with one machine-readable line (``RESULT {json}``).  ``-s SEED`` picks the problem.  Without ``-c`` every
-answer reads ``?``; with ``-c`` the answers are printed: the two outputs differ only on the lines
-that carry ``=>`` (and on the ``ARG solve`` and ``RESULT`` lines).
+kernel function, what changed) with the questions that step asks, draws the clusters (slots in use
+and the CPU each was allocated on, list, table) and each CPU's per-CPU cache after it -- and, for a
+step whose script stops in the middle (the sleep, the reader's window), at that moment too
+("during step N") --, and ends with one machine-readable line (``RESULT {json}``).  ``-s SEED``
+picks the problem.  Without ``-c`` every answer reads ``?``; with ``-c`` the answers are printed:
+the two outputs differ only on the lines that carry ``=>`` (and on the ``ARG solve`` and
+``RESULT`` lines).
 
 ``--png DIR`` / ``--svg DIR`` draw every picture in order (``step-00.png`` is the start; a step's
-"during" pictures come before its "after" one), ``--gif FILE`` animates them, ``--html FILE`` writes one offline page that steps through the lesson with the
-answers hidden until revealed.
+"during" pictures come before its "after" one), ``--gif FILE`` animates them, ``--html FILE``
+writes one offline page that steps through the lesson with the answers hidden until revealed.
 """
 
 from __future__ import annotations

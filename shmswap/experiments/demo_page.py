@@ -3,8 +3,10 @@
 Nothing is fetched: the pictures are inline SVG (the same drawing as ``--svg`` and ``--png``), the
 style and the script are in the page.  Slide 0 is the lesson's introduction and its starting
 state; slide *k* shows the state before step *k*, the step, and its questions, whose answers stay
-hidden until "show answers" (or the key ``a``) reveals them; the last slide is the final state and
-the checker's verdict.  Next / previous: the buttons, the arrow keys, ``n`` / ``p``, Space.
+hidden until "show answers" (or the key ``a``) reveals them; a step whose script stops in the middle
+(the sleep, the reader's window) has one more slide after it for each stop ("during step *k*":
+where the schedule stopped, what the running task holds, the picture); the last slide is the final
+state and the checker's verdict.  Next / previous: the buttons, the arrow keys, ``n`` / ``p``, Space.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 from html import escape
 
-from .drawing import svg
+from .drawing import LEGEND, svg
 from .lessons import LessonRun
 
 __all__ = ["html_page"]
@@ -72,7 +74,7 @@ def html_page(run: LessonRun, args: dict) -> str:
     first = run.steps[0].before if run.steps else run.final
     slides.append(f'<section class="slide" data-step="0"><p>{escape(run.intro)}</p>'
                   f'<p class="setup">The problem (seed {run.seed}):</p><ul class="setup">{setup}</ul>'
-                  f'<div class="drawing">{svg(first)}</div></section>')
+                  f'<p class="setup">{escape(LEGEND)}</p><div class="drawing">{svg(first)}</div></section>')
     for st in run.steps:
         qs = "".join(f'<div class="q">{escape(q.ask)}{_answer(q.answer)}</div>' for q in st.questions)
         device = escape(st.before.note or st.before.variant)
@@ -82,6 +84,11 @@ def html_page(run: LessonRun, args: dict) -> str:
         slides.append(f'<section class="slide" data-step="{st.n}">{fresh}<div class="drawing">{svg(st.before)}</div>'
                       f'<div class="step">{escape(st.headline())}</div>{sched}{qs}'
                       f'<div class="q">what changed?{_answer(st.changed)}</div></section>')
+        for i, m in enumerate(st.during, 1):
+            slides.append(f'<section class="slide" data-step="{st.n}" data-during="{i}">'
+                          f'<div class="step">during {escape(st.headline())}</div>'
+                          f'<p class="setup">the schedule stopped after <code>{escape(m.line)}</code>: '
+                          f'{escape(m.text)}</p><div class="drawing">{svg(m.frame)}</div></section>')
     verdict = "; ".join(f"{c['alloc_table']}: {c['violations']} violations, findings: "
                         f"{', '.join(c['findings']) or 'none'}" for c in run.checks)
     slides.append(f'<section class="slide" data-step="end"><div class="drawing">{svg(run.final)}</div>'

@@ -29,7 +29,10 @@ was allocated on: the task's CPU when ``folio_alloc_swap`` returned, i.e. the CP
 a migration.
 
 Each step asks the reader to predict (which cluster and slot, whether a table gets allocated or
-freed, which list a cluster moves to) and carries the answers; ``shmswap demo -c`` prints them.
+freed, which list a cluster moves to; after a sleep, what ``swap_cluster_alloc_table`` does on the
+CPU the task woke on -- the seed re-checks that CPU's per-CPU cluster, merged does not -- and
+whether a cluster is lost) and carries the answers; ``shmswap demo -c`` prints them.  Nothing a
+question asks is in the script the step prints.
 
 Lessons: ``paths`` (the fast path and the slow path), ``sharing`` (two CPUs sharing a cluster),
 ``emptying`` (a cluster emptying and losing its table), ``sleep`` (the sleeping table allocation

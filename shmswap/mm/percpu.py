@@ -58,6 +58,14 @@ class PercpuSwapCluster:
     def local_lock_held(self, cpu: int) -> bool:
         return self.pr.held_by_me((cpu * self.words + self.lock_word) * 8)
 
-    def flush(self) -> None:
-        """Models ``flush_percpu_swap_cluster()``: clear si[] on every CPU, leave offset[] stale."""
-        self.shm.pcp["si"][:] = 0
+    def flush(self, tag: int | None = None) -> None:
+        """Models ``flush_percpu_swap_cluster()``: ``cmpxchg(si[order], p, NULL)`` on every CPU and
+        order for the device whose ``si[]`` value is ``tag`` (type + 1), leaving offset[] stale and
+        the other devices' entries alone (a swapoff during a run); ``None``: every device's."""
+        if tag is None:
+            self.shm.pcp["si"][:] = 0
+            return
+        pr, words, base = self.pr, self.words, self.si_base
+        for cpu in range(len(self.shm.pcp)):
+            for order in range(self.shm.pcp["si"].shape[1]):
+                pr.cmpxchg(8 * (cpu * words + base + order), tag, 0)

@@ -340,6 +340,15 @@ class TableSlab:
             self._freelist_push(h)
         return np.arange(n, dtype=np.int64)
 
+    def alloc_at_swapon_again(self, ci: int) -> int:
+        """A table for ``ci`` at a later swapon of the device (``setup_clusters``, GFP_KERNEL): the
+        slab already runs, so one object the ordinary way, never failed by injection; -1 only if
+        the pool is exhausted."""
+        self.lock()
+        h = self._get_object(0)
+        self.unlock()
+        return self._zero(h, ci) if h >= 0 else -1
+
     def init_empty(self) -> None:
         hdr = self.shm.slab_hdr
         hdr["pool_free"] = self.n_pages

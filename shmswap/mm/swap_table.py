@@ -116,7 +116,9 @@ def swap_table_get(si, ci: int, off: int) -> int:
         tb = 0
     else:
         obs = si.obs
-        wid = si.cur.wid
+        cur = si.cur
+        wid = cur.wid
+        cur.reader_si = si        # the hooks' table index is this device's (each device has its slab)
         for hook in obs.reader_window:
             hook(wid, ci, table, off)
         sched_point(_READER, table, off)

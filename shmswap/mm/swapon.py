@@ -22,12 +22,13 @@ from ..config import Config
 from ..substrate.layout import DEVICE, LIST_FREE, list_nonfull
 from ..substrate.state import SwapShm
 from .cluster import C_COUNT, C_TABLE, CW, ci_lock, ci_unlock, swap_cluster_free_table
-from .device import SwapInfo, del_from_avail_list, plist_add, plist_del
+from .device import SwapInfo, add_to_avail_list, del_from_avail_list, plist_add, plist_del
 from .slab import TableSlab
 from .swap import (
     CLUSTER_FLAG_FREE,
     CLUSTER_FLAG_NONFULL,
     SWAP_MAP_BAD,
+    SWAP_USAGE_OFFLIST_BIT,
     SWP_BLKDEV,
     SWP_PAGE_DISCARD,
     SWP_SOLIDSTATE,
@@ -37,7 +38,7 @@ from .swap import (
 from .work import flush_scheduled_work
 
 __all__ = ["swapon", "enable_swap_info", "swapoff", "wait_for_allocation", "free_cluster_info",
-           "reserved_slots_per_cluster"]
+           "reserved_slots_per_cluster", "swapon_again"]
 
 _USERS_OFF = 8 * DEVICE.users
 _PRIO, _ON_AVAIL = DEVICE.prio, DEVICE.on_avail
@@ -121,12 +122,15 @@ def _link_in_order(shm: SwapShm, lst: int, idx: np.ndarray) -> None:
     heads[lst] = (idx[0] if n else -1, idx[-1] if n else -1, n)
 
 
-def swapoff(si: SwapInfo, try_to_unuse: Callable[[SwapInfo], None], drain_timeout_s: float = 10.0) -> None:
+def swapoff(si: SwapInfo, try_to_unuse: Callable[[SwapInfo], None], drain_timeout_s: float = 10.0,
+            idle: Callable[[], None] | None = None) -> None:
     """The swapoff syscall, in the kernel's order (reference §8).
 
     ``try_to_unuse(si)`` must free every slot still in use (the caller owns the folios and map
     counts); the tables of the clusters that keep reserved slots are freed last, by
-    ``free_cluster_info``.
+    ``free_cluster_info``.  ``idle()``, if given, runs while the refs drain instead of a sleep:
+    a manager swapping off during a run keeps serving the sleeping allocations that hold them.
+    ``flush_percpu_swap_cluster`` clears only the ``si[]`` entries naming this device.
     """
     dev = si.shm.dev
     si.si_lock()
@@ -136,10 +140,10 @@ def swapoff(si: SwapInfo, try_to_unuse: Callable[[SwapInfo], None], drain_timeou
     si.si_unlock()
     wait_for_allocation(si)
     try_to_unuse(si)
-    _kill_users(si, drain_timeout_s)
+    _kill_users(si, drain_timeout_s, idle)
     si.rcu.synchronize_rcu()
     flush_scheduled_work(si)
-    si.pcp.flush()
+    si.pcp.flush(si.tag)
     free_cluster_info(si)
     dev["flags"] = 0
     si.swap_avail_lock()
@@ -154,7 +158,7 @@ def wait_for_allocation(si: SwapInfo) -> None:
         ci_unlock(si, ci)
 
 
-def _kill_users(si: SwapInfo, timeout_s: float) -> None:
+def _kill_users(si: SwapInfo, timeout_s: float, idle: Callable[[], None] | None = None) -> None:
     """``percpu_ref_kill`` + wait for the refs to drain (a sleeping allocator holds one)."""
     si.devr.store(_USERS_OFF, 1)
     refs = si.shm.workers["rec"]["ref"]
@@ -162,7 +166,10 @@ def _kill_users(si: SwapInfo, timeout_s: float) -> None:
     while refs.sum() != 0:
         if time.monotonic() > deadline:
             raise TimeoutError(f"swapoff: device references did not drain: {refs.tolist()}")
-        time.sleep(0.001)
+        if idle is not None:
+            idle()
+        else:
+            time.sleep(0.001)
 
 
 def free_cluster_info(si: SwapInfo) -> None:
@@ -175,3 +182,55 @@ def free_cluster_info(si: SwapInfo) -> None:
             si.cq[ci * CW + C_COUNT] = 0
             swap_cluster_free_table(si, ci)
         ci_unlock(si, ci)
+
+
+def swapon_again(si: SwapInfo, prio: int) -> None:
+    """The swapon syscall for a device swapped off during the run (``--swapoff-every``), with its
+    size, kind, discard setting and priority, while the CPUs run.
+
+    Models ``alloc_swap_info`` reusing the type (``inuse_pages = OFFLIST``, the ``users`` ref
+    dead until resurrected), ``setup_clusters`` (every cluster re-initialised and relisted; eager
+    tables from the running slab), ``setup_swap_map`` (after ``try_to_unuse`` only the BAD marks
+    are left in the map, as swapon writes them) and ``enable_swap_info``: publish,
+    ``percpu_ref_resurrect``, then the counters, ``swap_active_head`` and
+    ``add_to_avail_list(si, true)``, which sets ``SWP_WRITEOK`` last.  Until then no CPU reaches
+    the device's clusters: it is on no list, ``SWP_WRITEOK`` is clear, and swapoff's flush
+    cleared every ``si[]`` naming it.  The per-CPU ``offset[]`` values swapoff left stale stay,
+    as in the kernel.  The device's lost-cluster words are cleared with the clusters: the caller
+    records them first.
+    """
+    shm = si.shm
+    cfg, dev, clu = shm.cfg, shm.dev, shm.clu
+    if int(dev["flags"]):
+        raise RuntimeError(f"swapon: swap type {si.type} is in use (flags {int(dev['flags']):#x})")
+    reserved = reserved_slots_per_cluster(cfg)
+    has = reserved > 0
+    clu["count"] = reserved
+    clu["order"] = 0
+    clu["table"] = -1
+    clu["lost"] = 0
+    clu["flags"] = np.where(has, CLUSTER_FLAG_NONFULL, CLUSTER_FLAG_FREE)
+    dev["heads"][:] = (-1, -1, 0)
+    _link_in_order(shm, LIST_FREE, np.flatnonzero(~has))
+    _link_in_order(shm, list_nonfull(0), np.flatnonzero(has))
+    eager = np.arange(cfg.nr_clusters) if cfg.tables == "static" else np.flatnonzero(has)
+    for ci in eager:
+        table = si.slab.alloc_at_swapon_again(int(ci))
+        if table < 0:
+            raise RuntimeError(f"swapon: no table for cluster {int(ci)} of swap type {si.type} (pool exhausted)")
+        clu["table"][ci] = table
+    pages = cfg.max_slots - 1 - len(np.unique(np.asarray(cfg.bad_pages, dtype=np.int64)))
+    flags = SWP_USED | SWP_BLKDEV | (SWP_SOLIDSTATE if cfg.ssd else 0)
+    if cfg.discard == "on":
+        flags |= SWP_PAGE_DISCARD
+    dev["inuse_pages"] = SWAP_USAGE_OFFLIST_BIT      # alloc_swap_info: off the avail list
+    dev["on_avail"] = 0
+    dev["global_next"][:] = 0
+    dev["max"] = cfg.max_slots
+    dev["pages"] = pages
+    dev["flags"] = flags                             # SWP_WRITEOK comes with add_to_avail_list
+    dev["users"] = 0                                 # percpu_ref_resurrect(&si->users)
+    si.nr_swap_pages_add(pages)
+    dev["total_swap_pages"] += pages
+    enable_swap_info(si, prio)                       # swap_active_head (not on avail yet)
+    add_to_avail_list(si, True)

@@ -75,6 +75,7 @@ class Current:
         self.obs = observers
         self.warnings: list[str] = []
         self.alloc_si = None          # the device the last successful allocation came from (its type)
+        self.reader_si = None         # the device whose table the lockless reader in its window loaded
         self.stat_base = self.rec_base = self.ref_off = 0
         self.wid = -1
 

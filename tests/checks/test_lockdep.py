@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from conftest import CACHE_ONLY, SWAPPED, alloc_folio, assert_clean, release_all
 
+from shmswap import Config, Model
 from shmswap.checks.lockdep import Lockdep
 from shmswap.mm.allocator import folio_alloc_swap
 from shmswap.mm.cluster import ci_lock, ci_trylock, ci_unlock, isolate_lock_cluster, relocate_cluster
@@ -108,3 +109,23 @@ def test_the_allocation_path_is_clean_under_lockdep(system):
     assert s.lockdep.violations == []
     assert s.lockdep.held_classes(s.si.cur.wid) == ["folio_lock"]
     s.folios.folio_unlock(f)
+
+
+def test_trylocks_on_a_device_larger_than_another_are_resolved():
+    """The lock hook gives a cluster lock's offset, not its device: a trylock of a cluster of the
+    larger device past the end of the smaller one's cluster array must not be looked up there
+    (it raised ValueError from the C module, crashing the worker, before the bound was checked)."""
+    cfg = Config(devices="ssd:1M:prio=5,ssd:128K", slots_per_cluster=8, cpus=2, orders={0: 1.0},
+                 atomic_fail=0.0, sleep_fail=0.0, seconds=1, lockdep=True)
+    with Model(cfg) as m:
+        assert m.devices[1].nr_clusters < 8 < m.devices[0].nr_clusters
+        held = [m.alloc(cpu=i % 2) for i in range(200)]
+        assert all(a is not None and a.type == 0 for a in held)
+        assert max(a.entry for a in held) >> m.devices[0].spc_shift >= 8
+        for a in held[::3]:
+            m.free(a)
+        m.run_pending_work()
+        held = [m.alloc(cpu=i % 2) for i in range(40)]     # order-0 scans: trylocks past cluster 8
+        assert m.lockdep.violations == []
+        m.free_all()
+        assert m.check().ok

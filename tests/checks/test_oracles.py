@@ -3,8 +3,10 @@ the table object the reader reached (freed memory, pipe age)."""
 
 from conftest import SWAPPED, alloc_folio, release, stat
 
+from shmswap import Config, Model
 from shmswap.checks.oracles import ReaderOracle
 from shmswap.mm.slab import OBJ_INUSE, OBJ_POOL, OBJ_RCU
+from shmswap.model import CACHED
 from shmswap.substrate.stats import Stat
 
 
@@ -87,3 +89,22 @@ def test_pipe_age_of_a_table_waiting_for_its_grace_period(make_system):
     assert read(oracle, table, 0) == 0 and pipe(s, 2) == 1
     assert stat(s, Stat.PIPE_TOO_OLD) == 1
     assert stat(s, Stat.FREED_MEMORY_READS) == 0
+
+
+def test_a_read_of_another_devices_table_is_judged_by_that_devices_slab():
+    """Table indices are per device (each has its slab): a lookup of a slot of device 1 whose
+    table index is a pool object in device 0's slab is not a freed-memory read (a false positive
+    every two-device run showed before the oracle asked which device the reader was on)."""
+    cfg = Config(devices="ssd:512K,ssd:1M:prio=5", slots_per_cluster=8, cpus=2, orders={0: 1.0},
+                 atomic_fail=0.0, sleep_fail=0.0, seconds=1)
+    with Model(cfg) as m:
+        d0, d1 = m.devices
+        held = [m.alloc(cpu=0, state=CACHED) for _ in range(120)]    # device 1 (priority 5) first
+        assert all(a is not None and a.type == 1 for a in held)
+        table_of = {a.entry: int(d1.shm.clu["table"][a.entry >> d1.spc_shift]) for a in held}
+        probe = next(a for a in held if d0.slab.obj_state(table_of[a.entry]) == OBJ_POOL)
+        assert d1.slab.obj_state(table_of[probe.entry]) == OBJ_INUSE
+        assert m.lookup(1, probe.entry, type=1) == probe.folio
+        assert stat(m.system, Stat.FREED_MEMORY_READS) == 0, "judged by device 0's slab"
+        m.free_all()
+        assert m.check().ok

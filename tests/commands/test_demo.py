@@ -68,6 +68,9 @@ def test_the_same_seed_gives_the_same_output(capsys, monkeypatch, name):
     assert first == again
     result = json.loads(first.splitlines()[-1].removeprefix("RESULT "))
     assert result["scheduler"] == "deterministic" and result["sched_points"] > 0 and result["schedules"]
+    for n, lines in result["during"].items():                 # every stop is a line of its step's script
+        assert lines and set(lines) <= set(result["schedules"][n])
+        assert first.count(f"during step {n}, the schedule stopped after `") == len(lines)
 
 
 def test_output_shape(capsys, monkeypatch):
@@ -87,11 +90,15 @@ def test_pictures_and_page(capsys, monkeypatch, tmp_path):
     assert status == 0
     result = json.loads(out.splitlines()[-1].removeprefix("RESULT "))
     pngs = sorted((tmp_path / "png").iterdir())
-    assert [p.name for p in pngs] == [f"step-{i:02}.png" for i in range(6)]   # 4 steps on 2 devices
-    assert len(list((tmp_path / "svg").glob("step-*.svg"))) == 6
-    assert Image.open(tmp_path / "a.gif").n_frames == 6
+    # 4 steps on 2 devices, and each device's sleep drawn in the middle
+    assert [p.name for p in pngs] == [f"step-{i:02}.png" for i in range(8)] and result["pictures"] == 8
+    assert result["during"] == {"1": ["run cpu0 until sleep in swap_cluster_alloc_table"],
+                                "3": ["run cpu0 until sleep in swap_cluster_alloc_table"]}
+    assert len(list((tmp_path / "svg").glob("step-*.svg"))) == 8
+    assert "during step 1" in (tmp_path / "svg" / "step-01.svg").read_text()
+    assert Image.open(tmp_path / "a.gif").n_frames == 8
     assert (tmp_path / "a.html").read_text().startswith("<!DOCTYPE html>")
-    assert len(result["files"]) == 14
+    assert len(result["files"]) == 18
 
 
 def test_bad_arguments(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from shmswap.experiments.demo_page import html_page
-from shmswap.experiments.drawing import gif, png, svg, terminal
+from shmswap.experiments.drawing import LEGEND, gif, png, svg, terminal
 from shmswap.experiments.lessons import LESSONS, run_lesson
 
 try:
@@ -80,9 +80,68 @@ def test_the_sleep_lesson_loses_a_cluster_in_the_seed_only():
         assert seed_check["alloc_table"] == "seed" and seed_check["findings"] == ["cluster 1: T5"]
         assert merged_check["alloc_table"] == "merged" and merged_check["findings"] == []
         slept = [s for s in run.steps if any("sleeps" in e for e in s.events)]
-        assert len(slept) == 2 and all("migrated" in s.questions[0].answer for s in slept)
+        assert len(slept) == 2
         assert slept[0].after.variant == "seed" and slept[1].fresh and slept[1].after.variant == "merged"
         assert any(c.lost for c in slept[0].after.clusters) and not any(c.lost for c in slept[1].after.clusters)
+
+
+def test_the_sleep_question_is_the_re_check_not_the_wake_cpu():
+    """The wake-up CPU is in the schedule the lesson prints; the question is what the task does
+    there, and its answer is what the model did: the slot taken, the table freed or installed."""
+    for seed in range(6):
+        seed_step, merged_step = [s for s in run_lesson("sleep", seed).steps if s.during]
+        for st in (seed_step, merged_step):
+            asks = [q.ask for q in st.questions]
+            assert not any("which CPU" in a for a in asks) and "cpu0 wakes on cpu1" in st.schedule
+            assert "per-CPU cluster or the cluster it isolated" in asks[0]
+        taken = int(re.search(r"cluster (\d+), slot", seed_step.questions[1].answer).group(1))
+        isolated = [c.index for c in seed_step.after.clusters if c.lost]
+        answer = seed_step.questions[0].answer
+        assert answer.startswith("the seed re-checks CPU 1's per-CPU cluster")
+        assert f"returns cluster {taken} instead of cluster {isolated[0]}" in answer   # the lost record's word
+        unused = re.search(r"table #(\d+), allocated for cluster \d+, freed unused", seed_step.changed)
+        assert (f"table #{unused.group(1)}, allocated in the sleep, is freed unused" in answer) if unused else \
+            "the sleeping allocation failed too" in answer
+        merged = merged_step.questions[0].answer
+        assert merged.startswith("no re-check: it leaves CPU 1's per-CPU cluster")
+        installed = re.search(r"table #(\d+) allocated for cluster (\d+) \(sleeping\)", merged_step.changed)
+        assert (f"installs table #{installed.group(1)} in cluster {installed.group(2)}" in merged) if installed else \
+            "returns NULL after putting cluster 1 back on free_clusters" in merged
+
+
+def test_the_middle_of_a_step_is_drawn():
+    """The sleep: cpu0 asleep, its cluster isolated (no list, no table, not yet lost), cpu1 not run
+    yet; the reader: the table pointer it holds still the cluster's.  Between before and after."""
+    run = run_lesson("sleep", 3)
+    for st in (s for s in run.steps if s.during):
+        (m,) = st.during
+        assert m.line == "run cpu0 until sleep in swap_cluster_alloc_table" and m.line in st.schedule
+        marked = [c for c in m.frame.clusters if c.mark]
+        assert [c.index for c in marked] == [1] and "asleep" in marked[0].mark
+        assert marked[0].list is None and marked[0].table == -1 and not marked[0].lost
+        assert m.frame.cpus == st.before.cpus                                  # cpu1 ran after the stop
+        assert [c.slots for c in m.frame.clusters] == [c.slots for c in st.before.clusters]
+    frames = run.frames
+    for st in run.steps:
+        i = frames.index(st.after)
+        assert frames[i - len(st.during):i] == [m.frame for m in st.during]
+    step = run_lesson("reader", 0).steps[1]
+    (m,) = step.during
+    ((ci, table),) = [(c.index, c.table) for c in m.frame.clusters if c.mark]
+    assert f"holds table #{table}" in m.frame.clusters[ci].mark and table >= 0
+    assert f"loaded cluster {ci}'s table pointer (#{table})" in step.changed
+    assert step.after.clusters[ci].table == -1                                 # freed after the stop
+
+
+def test_a_slot_shows_the_cpu_it_was_allocated_on():
+    """After cpu0 migrates to CPU 1 in its sleep, its slot is drawn as CPU 1's, as the legend says:
+    the cluster CPU 1 caches holds it."""
+    assert "the CPU the slot was allocated on" in LEGEND and "woke on" in LEGEND
+    for st in (s for s in run_lesson("sleep", 3).steps if s.during):
+        slot = int(re.search(r"slot (\d+)", st.questions[1].answer).group(1))
+        c = st.after.clusters[slot // 8]
+        assert c.slots[slot % 8] == "1" and st.cpu == 0
+        assert st.after.cpus[1].cluster == c.index
 
 
 def test_the_sleep_is_scripted_and_the_other_cpu_runs_inside_it():
@@ -130,8 +189,10 @@ def test_terminal_drawing():
 def test_pictures():
     run = run_lesson("sleep", 1)
     frames = run.frames
-    assert len(frames) == len(run.steps) + 2                                  # two devices: two starts
+    assert len(frames) == len(run.steps) + 2 + 2                  # two devices: two starts; two sleeps drawn
     doc = svg(frames[1])
+    assert doc.startswith("<svg") and "during step 1" in doc and "cpu0 isolated it, asleep for its table" in doc
+    doc = svg(frames[2])
     assert doc.startswith("<svg") and "LOST" in doc and "table #" in doc
     im = Image.open(io.BytesIO(png(frames[1])))
     assert im.format == "PNG" and im.width == 720
@@ -142,7 +203,8 @@ def test_pictures():
 def test_the_page_is_self_contained_and_hides_the_answers():
     run = run_lesson("reader", 0)
     page = html_page(run, {"lesson": "reader", "seed": 0})
-    assert page.count('class="slide"') == len(run.steps) + 2
+    assert page.count('class="slide"') == len(run.steps) + 2 + 1                  # + the reader's window
+    assert page.count('data-during="1"') == 1 and "the schedule stopped after <code>run cpu0 until reader" in page
     assert page.count('<div class="answer" hidden>') == sum(len(s.questions) + 1 for s in run.steps) + 1
     assert page.count("schedule: <code>") == 1 and "run cpu0 until reader" in page    # step 2's script, shown
     assert not re.search(r"(src|href)\s*=|<link|@import|url\(", page)
@@ -151,9 +213,9 @@ def test_the_page_is_self_contained_and_hides_the_answers():
 
 # -- the page in a real browser -----------------------------------------------------------------------------
 
-def _page(tmp_path):
-    path = tmp_path / "lesson.html"
-    path.write_text(html_page(run_lesson("emptying", 0), {"lesson": "emptying", "seed": 0}))
+def _page(tmp_path, lesson="emptying"):
+    path = tmp_path / f"{lesson}.html"
+    path.write_text(html_page(run_lesson(lesson, 0), {"lesson": lesson, "seed": 0}))
     return path
 
 
@@ -191,6 +253,19 @@ def test_page_in_chromium_with_playwright(tmp_path):
             assert page.text_content("#counter") == f"2 / {n}"
             page.click("#prev")
             assert page.is_disabled("#prev")
+            page.goto(_page(tmp_path, "reader").as_uri())           # step 2 stops in the reader's window
+            n = page.locator(".slide").count()
+            for _ in range(2):
+                page.keyboard.press("n")
+            step = page.inner_html(".slide.current .drawing")
+            page.keyboard.press("n")
+            assert page.text_content("#counter") == f"4 / {n}"
+            assert page.get_attribute(".slide.current", "data-during") == "1"
+            assert "the schedule stopped after run cpu0 until reader" in page.text_content(".slide.current")
+            assert page.inner_html(".slide.current .drawing") != step and \
+                "reader holds table" in page.inner_html(".slide.current .drawing")
+            page.keyboard.press("p")
+            assert page.inner_html(".slide.current .drawing") == step
         finally:
             browser.close()
     assert errors == []

@@ -61,6 +61,36 @@ def test_the_same_script_gives_the_same_trace_and_state(open_model):
     assert runs[0] == runs[1]
 
 
+def test_stops_look_in_the_middle_and_change_nothing(open_model):
+    """A stop after ``run cpu0 until sleep ...`` sees cpu0 asleep with its cluster isolated and cpu1
+    not run yet; one after ``cpu0 wakes on cpu1`` sees what cpu1 did meanwhile; the schedule is the
+    one the script makes without stops."""
+    plain = open_model(CFG)
+    run_schedule(plain, "cpu0: alloc times 7\nrun cpu0")
+    without = run_schedule(plain, W1)
+    m = open_model(CFG)
+    run_schedule(m, "cpu0: alloc times 7\nrun cpu0")
+    seen = {}
+
+    def look(name):
+        def at(sched):
+            seen[name] = (sched.step, sched.task(0).pending[0], m.snapshot())
+        return at
+    lines = W1.splitlines()
+    asleep_at = lines.index("run cpu0 until sleep in swap_cluster_alloc_table") + 1
+    sched = run_schedule(m, W1, stops={lines.index("cpu0 wakes on cpu1") + 1: look("woken"), asleep_at: look("asleep")})
+    assert (sched.trace, sched.digest) == (without.trace, without.digest)
+    step, where, asleep = seen["asleep"]
+    assert where == Point.TABLE_SLEEP                          # cpu0 parked at its sleep
+    isolated = asleep.clusters[1]
+    assert isolated["list"] is None and not isolated["table"] and isolated["count"] == 0
+    assert asleep.percpu[1]["offset"][0] == 0                  # cpu1 has not run yet
+    step2, where, woken = seen["woken"]
+    assert where == Point.TABLE_SLEEP and step2 > step         # still asleep, after steps of cpu1
+    assert woken.percpu[1]["offset"][0] != 0                   # cpu1 allocated meanwhile
+    assert woken.clusters[1]["list"] is None                   # cpu0 still asleep: nothing put back
+
+
 def test_refusals(open_model):
     m = open_model(CFG)
     with pytest.raises(ScheduleFailure, match="only operations"):
@@ -68,3 +98,7 @@ def test_refusals(open_model):
     with pytest.raises(ScheduleFailure, match="cpu1"):
         run_schedule(m, "cpu0: alloc\nrun cpu1 until sleep")          # cpu1 has nothing to do
     assert schedule_script(m, "run cpu0").config is m.cfg
+    with pytest.raises(ScheduleFailure, match="stop after 2"):
+        run_schedule(m, "cpu0: alloc\nrun cpu0", stops={2: lambda sched: None})   # after the last line: no
+    with pytest.raises(ScheduleFailure, match="stop after statement 1 failed: ValueError: invalid literal"):
+        run_schedule(m, "cpu0: alloc\nrun cpu0", stops={1: lambda sched: int("no")})

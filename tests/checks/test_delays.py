@@ -1,0 +1,100 @@
+"""Tests of shmswap.checks.delays: ``ReaderDelays`` takes its long delays only in the workload's
+lookups of a cluster being drained, within its budget, and a long delay ends on the event it waits
+for (the table back in the pool, or reused with something at the reader's slot) or at its bound."""
+
+import time
+
+from conftest import alloc_folio, release
+
+from shmswap.checks.delays import _OP_LOOKUP, ReaderDelays
+from shmswap.mm.slab import OBJ_POOL
+from shmswap.model import CACHE_ONLY, SWAPPED
+from workers.workload import OP_ALLOC, OP_LOOKUP
+
+
+def drained_cluster(system):
+    """Fill a cluster (not the first) with order-0 slots until the per-CPU cluster moves on, then
+    free all but its first slot: a nearly empty cluster that no CPU allocates from.  Returns (cluster, its
+    entries, the entry in the CPU's new per-CPU cluster)."""
+    shift = system.si.spc_shift
+    while (first := alloc_folio(system)) >> shift == 0:
+        pass                                    # cluster 0 holds the header page: it never empties
+    ci, same = first >> shift, [first]
+    while (e := alloc_folio(system)) >> shift == ci:
+        same.append(e)
+    for entry in same[1:]:
+        release(system, entry)
+    return ci, same[:1], e
+
+
+def always_long(system, long_s=0.05):
+    """Delays whose every read is a long-delay candidate (no short ones)."""
+    return ReaderDelays(system.system, seed=1, wid=0, short_p=0.0, long_p=1.0, long_s=long_s)
+
+
+def table_of(system, ci):
+    return int(system.shm.clu["table"][ci])
+
+
+def test_the_lookup_op_is_the_workloads():
+    assert _OP_LOOKUP == OP_LOOKUP
+
+
+def test_long_delays_only_in_lookups_of_a_cluster_being_drained_and_within_budget(system):
+    ci, _, filling = drained_cluster(system)
+    pcp_ci = filling >> system.si.spc_shift
+    d = always_long(system)
+    system.cur.set_rec_op(OP_ALLOC)             # a reader inside the allocation path: never long
+    d.reader_window(0, ci, table_of(system, ci), 1)
+    assert d.long == 0
+    system.cur.set_rec_op(OP_LOOKUP)
+    d.reader_window(0, pcp_ci, table_of(system, pcp_ci), 1)     # nearly empty, but being filled
+    assert d.long == 0
+    t0 = time.monotonic()
+    d.reader_window(0, ci, table_of(system, ci), 1)             # nothing happens: waits to its bound
+    assert d.long == 1 and time.monotonic() - t0 >= 0.005
+    d.reader_window(0, ci, table_of(system, ci), 1)             # its delays are over the budget now
+    assert d.long == 1
+
+
+def test_a_long_delay_ends_when_the_table_is_back_in_the_pool(make_system):
+    s = make_system(reclaim="page", rcu="none", objs_per_slab_page=1)
+    ci, rest, _ = drained_cluster(s)
+    table = table_of(s, ci)
+    for entry in rest:
+        release(s, entry)                       # the cluster empties, its table goes with call_rcu
+    s.slab.process_deferred()                   # and, with no grace period to wait for, to the pool
+    assert s.slab.obj_state(table) == OBJ_POOL
+    t0 = time.monotonic()
+    always_long(s)._long(ci, table, 1, 5.0)
+    assert time.monotonic() - t0 < 1.0
+
+
+def reused(system, state):
+    """Empty a drained cluster, then allocate (leaving ``state``) until its table, reused for
+    another cluster, has something at slot 1.  Returns (the old cluster, the table)."""
+    ci, rest, _ = drained_cluster(system)
+    table = table_of(system, ci)
+    gen = int(system.shm.objs["gen"][table])
+    for entry in rest:
+        release(system, entry)
+    for _ in range(200):
+        if int(system.shm.objs["gen"][table]) != gen and system.shm.tables_np[table, 1]:
+            return ci, table
+        alloc_folio(system, state=state)
+    raise AssertionError("the freed table was not reused")
+
+
+def test_a_long_delay_ends_when_the_reused_table_caches_a_folio_at_the_readers_slot(system):
+    ci, table = reused(system, CACHE_ONLY)
+    t0 = time.monotonic()
+    always_long(system)._long(ci, table, 1, 5.0)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_a_long_delay_gives_up_when_the_reused_slot_was_written_back(system):
+    ci, table = reused(system, SWAPPED)
+    assert system.shm.tables_np[table, 1] & 1          # a shadow: nothing left to see
+    t0 = time.monotonic()
+    always_long(system)._long(ci, table, 1, 5.0)
+    assert time.monotonic() - t0 < 1.0
