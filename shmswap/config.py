@@ -153,6 +153,7 @@ class Config:
     trace_lock_ns: int = 100_000    # --trace-lock-ns: trace lock waits of at least this many ns
     devices: str = ""               # --device KIND:SIZE[:prio=N][:discard=on|off],...: several devices
     sleep_reclaim: float = 0.0      # --sleep-reclaim P: the sleeping table allocation reclaims (nested swap-out)
+    swapoff_every: float = 0.0      # --swapoff-every S: swapoff + swapon of one device every S seconds (0: off)
 
     _size_text: str = field(default="", init=False, repr=False, compare=False)
     _orders_default: bool = field(default=False, init=False, repr=False, compare=False)
@@ -221,6 +222,14 @@ class Config:
                               f"{SECONDS_LIMIT:.0f}")
         if self.lookup_ratio < 0:
             raise ConfigError(f"lookup_ratio: {self.lookup_ratio!r} is negative")
+        try:
+            every = float(self.swapoff_every)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--swapoff-every: {shown(self.swapoff_every)} is not a number") from None
+        if isinstance(self.swapoff_every, bool) or not (0 <= every < SECONDS_LIMIT):
+            raise ConfigError(f"--swapoff-every: {shown(self.swapoff_every)} is not in the range 0 <= S < "
+                              f"{SECONDS_LIMIT:.0f} (0: off)")
+        object.__setattr__(self, "swapoff_every", every)
 
     def _check_choices(self) -> None:
         for name, allowed in _CHOICES.items():

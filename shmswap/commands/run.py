@@ -62,6 +62,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--sleep-reclaim", type=float_arg, default=d.sleep_reclaim, metavar="P",
                    help="probability that the sleeping table allocation enters direct reclaim and swaps out "
                         "one folio (a nested folio_alloc_swap on the task's CPU) before it returns")
+    r.add_argument("--swapoff-every", type=float_arg, default=d.swapoff_every, metavar="S",
+                   help="every S seconds swap one device off (round robin over the swap types) while the CPUs "
+                        "run, then on again with the same settings (default 0: off; with one device, "
+                        "allocations fail with ENOSPC meanwhile)")
     r.add_argument("--migrate-to", default=d.migrate_to, help="random|N")
     r.add_argument("--watchdog-s", type=float_arg, default=d.watchdog_s,
                    help="no-progress limit before a worker is declared stuck")
@@ -115,7 +119,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
                   seconds=seconds, fill=a.fill, seed=a.seed, alloc_table=a.alloc_table, tables=a.tables,
                   percpu=a.percpu, reclaim=a.reclaim, rcu=a.rcu, reader=a.reader, atomic_fail=a.atomic_fail,
                   sleep_fail=a.sleep_fail, sleep_latency_us=a.sleep_latency_us, migrate=a.migrate,
-                  sleep_reclaim=a.sleep_reclaim,
+                  sleep_reclaim=a.sleep_reclaim, swapoff_every=a.swapoff_every,
                   migrate_to=a.migrate_to, watchdog_s=a.watchdog_s, pin=a.pin, strict=a.strict,
                   json=a.json, quiet=a.quiet, inject_bug=a.inject_bug, start_method=a.start_method,
                   reader_delay_us=a.reader_delay_us, reader_delays=a.reader_delays, lockdep=a.lockdep,
@@ -136,6 +140,9 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"shmswap: error: {bad_path}\n")
         return 2
     processes = getattr(args, "processes", False)
+    if cfg.swapoff_every and (getattr(args, "deterministic", False) or getattr(args, "record", None)):
+        sys.stderr.write("shmswap: error: --swapoff-every: not with --deterministic\n")
+        return 2
     if processes and not getattr(args, "deterministic", False):
         sys.stderr.write("shmswap: error: --processes: only with --deterministic\n")
         return 2

@@ -92,6 +92,7 @@ __all__ = [
 
 _ALLOC, _ALLOC_FAILED, _FAST_HIT, _SLOW_PATH = (int(s) for s in (Stat.ALLOC, Stat.ALLOC_FAILED, Stat.FAST_HIT,
                                                                  Stat.SLOW_PATH))
+_ALLOC_NO_DEVICE = int(Stat.ALLOC_NO_DEVICE)
 
 
 def folio_alloc_swap(si, folio: int) -> int:
@@ -121,6 +122,10 @@ def folio_alloc_swap(si, folio: int) -> int:
     wq[rec + REC_CLUSTER] = -1
     if not entry:
         cur.stat(_ALLOC_FAILED)
+        # No device on swap_avail_head and one of them swapped off (--swapoff-every): counted apart
+        # from a full swap space (the failure path only).
+        if not si.availq[si.avail_base] and not all(d.writeok() for d in si.devs):
+            cur.stat(_ALLOC_NO_DEVICE)
         return -errno.ENOMEM
     swap_cache_add_folio(cur.alloc_si, folio, entry)
     wq[cur.stat_base + _ALLOC] += 1

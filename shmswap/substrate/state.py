@@ -99,8 +99,10 @@ HANDOFF_REC = 4
 #   driver_pid / manager_pid   the two supervisors, each watching the other
 #   state     W_* (control.py)   steps   workload steps done (the heartbeat)
 #   affinity  CPU affinity mask obtained with --pin (0 = not pinned)
-CONTROL_HDR = ("stop", "release", "started", "driver_pid", "manager_pid", "pad0", "pad1", "pad2")
-CONTROL_REC = ("state", "steps", "affinity", "pad")
+#   unuse     --swapoff-every: the manager's try_to_unuse request, generation << 16 | swap type (0: none yet)
+#   unuse_ack the last request generation the worker has served (its records on that device released)
+CONTROL_HDR = ("stop", "release", "started", "driver_pid", "manager_pid", "unuse", "pad1", "pad2")
+CONTROL_REC = ("state", "steps", "affinity", "unuse_ack")
 
 
 def worker_dtype() -> np.dtype:

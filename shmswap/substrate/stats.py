@@ -63,6 +63,8 @@ class Stat(IntEnum):
     OUTER_RETURNED_NULL = 41
     OUTER_ALREADY = 42
     OUTER_LOST = 43
+    # --swapoff-every: folio_alloc_swap failed while swap_avail_head was empty (a device swapped off)
+    ALLOC_NO_DEVICE = 47
 
 
 N_STATS = 48  # room for a few more without changing the layout
