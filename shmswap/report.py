@@ -58,6 +58,21 @@ def _devices(devices: list[dict] | None) -> list[str]:
          "lost clusters"], rows)
 
 
+def _swapoffs(ev: dict | None) -> list[str]:
+    """--swapoff-every: per device, swapoffs and swapons during the run, slots try_to_unuse freed, time."""
+    if not ev:
+        return []
+    parts = []
+    for d in ev["devices"]:
+        mean = d["swapoff_ms_total"] / d["swapoffs"] if d["swapoffs"] else 0.0
+        lost = ", ".join(f"{k} {v}" for k, v in sorted(d["lost_at_swapoff"].items()))
+        parts.append(f"device {d['type']}: {d['swapoffs']} off / {d['swapons']} on, {d['slots_unused']:,} slots "
+                     f"unused, {mean:.1f} ms mean (max {d['swapoff_ms_max']:.1f})"
+                     + (f", lost clusters found {lost}" if lost else ""))
+    return [f"swapoff during the run (every {ev['every_s']:g} s): " + "; ".join(parts)
+            + f"; {ev['alloc_no_device']:,} allocations failed with no device available"]
+
+
 def _nested(n: dict | None) -> str:
     """--sleep-reclaim: the nested swap-outs and what the outer allocation did after one."""
     if not n:
@@ -100,6 +115,7 @@ def render(res: Result, strict: bool = False) -> str:
                f"(freed unused {t['unused_freed']:,}, of a NULL table {t['null_table_frees']:,}); deferred to a "
                f"grace period {t['deferred_frees']:,}, pages back to the pool {t['pages_returned']:,}")
     out += _devices(res.extra.get("devices"))
+    out += _swapoffs(res.extra.get("swapoff_events"))
     m = res.migration
     out.append(f"sleep path (swap_cluster_alloc_table): atomic failures {m['atomic_failures']:,}, "
                f"slept {m['sleeps']:,}, migrated {m['migrated']:,}, used per-CPU cluster {m['used_percpu_cluster']:,}, "

@@ -23,6 +23,7 @@ from shmswap.config import Config
 from shmswap.model import Model
 from shmswap.substrate import _prim
 from shmswap.substrate.control import (
+    UNUSE_WORD,
     W_ABORTED,
     W_FAILED,
     W_PARKED,
@@ -34,6 +35,7 @@ from shmswap.substrate.lifeline import Lifeline
 from shmswap.substrate.observe import Observer
 from shmswap.substrate.proc import set_comm
 from shmswap.trace import TraceRecorder, share
+from workers.swapoff import UnuseServer
 from workers.workload import Workload
 
 __all__ = ["cpu_main"]
@@ -98,13 +100,17 @@ def cpu_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: int,
             tracer = model.add_observer(TraceRecorder(wid, share(cfg.trace_limit, cfg.cpus + 1, bool(cfg.sample_ms)),
                                                       cfg.trace_lock_ns))
         load = Workload(system, task, cfg, cfg.cpus, handoff=system.handoff)
+        # --swapoff-every: this CPU's share of the manager's try_to_unuse, between operations
+        unuse = UnuseServer(ctl, load, wid) if cfg.swapoff_every else None
         ctl.set_state(wid, W_RUNNING)
-        _run(ctl, load, wid, budget, driver)
+        _run(ctl, load, wid, budget, driver, unuse)
+        if unuse is not None:
+            unuse.poll()                        # a request posted before the stop
         if tracer is not None:
             system.observers.remove(tracer)
             conn.send(("trace", *tracer.shipment()))
         ctl.set_state(wid, W_PARKED)
-        if ctl.wait_release(driver):
+        if ctl.wait_release(driver, idle=unuse.poll if unuse is not None else None):
             load.release_all()
             ctl.set_state(wid, W_RELEASED)
     except _prim.Aborted:
@@ -119,12 +125,16 @@ def cpu_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: int,
         system.detach()
 
 
-def _run(ctl: Control, load: Workload, wid: int, budget: int | None, driver: Lifeline) -> None:
+def _run(ctl: Control, load: Workload, wid: int, budget: int | None, driver: Lifeline,
+         unuse: UnuseServer | None = None) -> None:
     steps = 0
+    q = ctl.q
     while not ctl.stopping():
         load.step()
         steps += 1
         ctl.beat(wid, steps)
+        if unuse is not None and q[UNUSE_WORD] != unuse.seen:
+            unuse.serve()
         if budget is not None and steps >= budget:
             break
         if steps % _PARENT_CHECK_EVERY == 0 and not driver.alive():

@@ -28,6 +28,7 @@ from multiprocess.connection import wait
 
 from shmswap.config import Config
 from shmswap.finish import finish_run
+from shmswap.mm.device import swap_usage_in_pages
 from shmswap.model import Model
 from shmswap.substrate import _prim
 from shmswap.substrate.control import (
@@ -46,7 +47,8 @@ from shmswap.substrate.proc import set_comm
 from shmswap.trace import TraceRecorder, counter_budget, share, trace_document, write_trace
 from workers.memory import PssMeter
 from workers.sampler import Sampler
-from workers.workload import OP_NAMES, drain_handoff
+from workers.swapoff import SwapoffEvents, take_device_records
+from workers.workload import OP_NAMES, drain_handoff, release_record
 
 __all__ = ["manager_main", "Manager"]
 
@@ -130,6 +132,8 @@ class Manager:
         self.latency_s = cfg.sleep_latency_us / 1e6
         self.sleepers: list[tuple[float, int, object, int, int]] = []   # (due, id, conn, type, cluster)
         self._watching = threading.Event()
+        # --swapoff-every: one device swapped off and on again every S seconds (workers/swapoff.py)
+        self.swapoffs = SwapoffEvents(model, cfg) if cfg.swapoff_every else None
         # --sample-ms and --trace: a sampler read from the loop, a recorder among the observers.
         self.sampler = Sampler(system, cfg.sample_ms, cfg.cpus) if cfg.sample_ms else None
         self.tracer: TraceRecorder | None = None
@@ -167,6 +171,7 @@ class Manager:
 
     def _loop(self, start: float, deadline: float | None) -> None:
         next_progress = next_gp = start
+        next_swapoff = start + self.cfg.swapoff_every
         while not self._all_in({W_PARKED, W_RELEASED, W_ABORTED, W_FAILED}) and not self.events:
             self._serve(TICK_S)
             now = time.monotonic()
@@ -176,6 +181,9 @@ class Manager:
                 next_gp = now + GP_EVERY_S
             if self.sampler is not None:
                 self.sampler.tick(now)
+            if self.swapoffs is not None and now >= next_swapoff and not self.ctl.stopping():
+                self._swapoff_cycle()
+                next_swapoff = time.monotonic() + self.cfg.swapoff_every
             if deadline is not None and now >= deadline:
                 self.ctl.stop()
             if now >= next_progress:
@@ -362,6 +370,8 @@ class Manager:
         self._collect_traces()
         res = finish_run(self.model, duration, notes, warnings=self._warnings, try_to_unuse=self._try_to_unuse,
                          events=self.events, gp_latencies_ns=system.rcu.latencies_ns)
+        if self.swapoffs is not None:
+            self.swapoffs.add_to(res)
         if self.sampler is not None:
             res.extra["samples"] = self.sampler.samples
             res.extra["sampling"] = self.sampler.summary()
@@ -418,6 +428,48 @@ class Manager:
 
     def _warnings(self) -> list[str]:
         return self.worker_warnings + self.model.warnings
+
+    # -- --swapoff-every ----------------------------------------------------------------------------
+    def _swapoff_cycle(self) -> None:
+        """One device off and on again while the CPUs run; serving the mailboxes while swapoff
+        waits for the refs (a sleeping allocation on the device holds one)."""
+        try:
+            self.swapoffs.cycle(self._unuse_during_run, idle=lambda: self._serve(TICK_S / 2))
+        except TimeoutError as e:
+            self.events.append(f"swapoff during the run: {e}")
+            self.ctl.abort()
+
+    def _unuse_during_run(self, t: int) -> int:
+        """``try_to_unuse(t)`` during the run: post the request, wait for every worker's ack (they
+        release their records on device ``t``), free the ring's records of the device, then wait
+        for ``inuse_pages`` to reach 0 as the kernel's loop does.  Returns the ring records freed."""
+        system, ctl, events = self.system, self.ctl, self.swapoffs
+        events.gen += 1
+        gen = events.gen
+        ctl.post_unuse(gen, t)
+        limit = max(30.0, self.cfg.watchdog_s)
+        deadline = time.monotonic() + limit
+        while any(ctl.unuse_acked(w) != gen for w in range(self.ncpu)):
+            self._serve(TICK_S / 2)
+            system.run_pending_work(grace_period=any(slab.pending() for slab in system.slabs))
+            if self.events or ctl.aborted():
+                raise _prim.Aborted(f"swapoff of device {t}: the run was aborted during try_to_unuse")
+            if time.monotonic() > deadline:
+                late = [w for w in range(self.ncpu) if ctl.unuse_acked(w) != gen]
+                self.events.append(f"swapoff of device {t}: workers {late} did not release their slots "
+                                   f"(try_to_unuse) within {limit:g} s: "
+                                   + "; ".join(self._describe(w) for w in late))
+                raise _prim.Aborted("try_to_unuse timed out")
+        self.model.on_manager()
+        si = system.devices[t]
+        taken = take_device_records(system.handoff, t)
+        for rec in taken:
+            release_record(si, rec)
+        settle = time.monotonic() + 1.0
+        while swap_usage_in_pages(si) and time.monotonic() < settle:     # left to check_swapoff
+            self._serve(TICK_S / 2)
+            system.run_pending_work(grace_period=any(slab.pending() for slab in system.slabs))
+        return len(taken)
 
     def _try_to_unuse(self) -> dict:
         """swapoff's ``try_to_unuse``: the workers release their slots, then the hand-off ring drains."""

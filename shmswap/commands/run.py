@@ -64,8 +64,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "one folio (a nested folio_alloc_swap on the task's CPU) before it returns")
     r.add_argument("--swapoff-every", type=float_arg, default=d.swapoff_every, metavar="S",
                    help="every S seconds swap one device off (round robin over the swap types) while the CPUs "
-                        "run, then on again with the same settings (default 0: off; with one device, "
-                        "allocations fail with ENOSPC meanwhile)")
+                        "run, then on again with the same settings (0: off; with one device, allocations "
+                        "fail while it is off, counted)")
     r.add_argument("--migrate-to", default=d.migrate_to, help="random|N")
     r.add_argument("--watchdog-s", type=float_arg, default=d.watchdog_s,
                    help="no-progress limit before a worker is declared stuck")

@@ -342,12 +342,19 @@ class TableSlab:
 
     def alloc_at_swapon_again(self, ci: int) -> int:
         """A table for ``ci`` at a later swapon of the device (``setup_clusters``, GFP_KERNEL): the
-        slab already runs, so one object the ordinary way, never failed by injection; -1 only if
-        the pool is exhausted."""
-        self.lock()
-        h = self._get_object(0)
-        self.unlock()
-        return self._zero(h, ci) if h >= 0 else -1
+        slab already runs, so one object the ordinary way, never failed by injection, waiting for
+        grace periods to bring pages back as GFP_KERNEL may; -1 only if the pool is exhausted."""
+        for _attempt in range(3):
+            self.lock()
+            h = self._get_object(0)
+            self.unlock()
+            if h >= 0:
+                return self._zero(h, ci)
+            if not self._h(SLAB.npending):
+                break
+            self.rcu.synchronize_rcu()
+            self.process_deferred()
+        return -1
 
     def init_empty(self) -> None:
         hdr = self.shm.slab_hdr

@@ -224,7 +224,11 @@ class Scheduler(Observer):
         self.on_step: Callable[[Scheduler, SchedTask], None] | None = None
         self._main = _thread.allocate_lock()
         self._main.acquire()
-        self._regions = {int(c): lock_region(self.shm, int(c)) for c in LockClass}
+        # Each device has its own cluster, device and slab regions; the point names a lock's class
+        # and offset, not its device (the per-CPU, RCU, handoff and folio regions are shared).
+        shms = getattr(model.system, "device_shms", None) or [self.shm]
+        self._regions = {int(c): list({id(r): r for r in (lock_region(s, int(c)) for s in shms)}.values())
+                         for c in LockClass}
 
     # -- setup ----------------------------------------------------------------------------------------------
     def add_task(self, idx: int, wid: int, program, background: bool = False) -> SchedTask:
@@ -254,12 +258,24 @@ class Scheduler(Observer):
         return False
 
     # -- runnability -------------------------------------------------------------------------------------------
-    def lock_holder(self, cls: int, off: int) -> int:
-        """The worker holding the lock word (-1 free)."""
-        word = self._regions[cls].load(off)
-        if not word & 0xFFFFFFFF:
-            return -1
-        return (word >> 32) - 1
+    def lock_holder(self, cls: int, off: int, me: int = -1) -> int:
+        """The worker holding the lock word (-1 free).
+
+        With several devices the point does not say which device's word ``off`` is: a worker
+        other than ``me`` holding it on any device large enough counts (a task is never run into
+        a held lock, which would spin; at worst it waits for the same lock of another device).
+        """
+        mine = -1
+        for region in self._regions[cls]:
+            if off + 8 > region.nbytes:
+                continue
+            word = region.load(off)
+            if word & 0xFFFFFFFF:
+                holder = (word >> 32) - 1
+                if holder != me:
+                    return holder
+                mine = holder
+        return mine
 
     def _reader_in_section(self, me_wid: int) -> int:
         rcu = self.rcu
@@ -279,7 +295,7 @@ class Scheduler(Observer):
             return not t.program.idle()
         if kind == _LOCK:
             cls, off = t.pending[1], t.pending[2]
-            holder = self.lock_holder(cls, off)
+            holder = self.lock_holder(cls, off, t.wid)
             if holder != -1 and holder != t.wid:      # one's own lock: let the C lock report the self-deadlock
                 return False
             if cls == _RCU_GP and self._reader_in_section(t.wid) != -1:
@@ -297,7 +313,7 @@ class Scheduler(Observer):
         if kind == OP and t.program.idle():
             return "has nothing to do"
         if kind == _LOCK:
-            holder = self.lock_holder(a, b)
+            holder = self.lock_holder(a, b, t.wid)
             if holder != -1:
                 return f"waits to {self.describe(t.pending)} held by {self.wid_name(holder)}"
             if a == _RCU_GP:

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable
 
+from workers.swapoff import INPROCESS_STEPS_PER_S, SwapoffEvents, release_device, steps_between
 from workers.workload import Workload
 
 from ..config import Config
@@ -34,8 +35,9 @@ def run_inprocess(config: Config, progress: Progress | None = None) -> Result:
     cfg = config
     with Model(cfg, n_workers=cfg.cpus + 1) as model:
         loads = [Workload(model.system, model.tasks[w], cfg, cfg.cpus) for w in range(cfg.cpus)]
+        swapoffs = SwapoffEvents(model, cfg) if cfg.swapoff_every else None
         start = time.monotonic()
-        _drive(model, loads, cfg, start, progress)
+        _drive(model, loads, cfg, start, progress, swapoffs)
         duration = time.monotonic() - start
 
         def try_to_unuse() -> dict:
@@ -45,11 +47,30 @@ def run_inprocess(config: Config, progress: Progress | None = None) -> Result:
             return {}
 
         notes = [f"single-process run: {cfg.cpus} CPUs took turns in one process"]
-        return finish_run(model, duration, notes, warnings=lambda: model.warnings, try_to_unuse=try_to_unuse)
+        if swapoffs is not None:
+            notes.append(f"--swapoff-every {cfg.swapoff_every:g} s: a swapoff every "
+                         f"{steps_between(cfg.swapoff_every):,} steps (S x {INPROCESS_STEPS_PER_S:,}), between turns")
+        res = finish_run(model, duration, notes, warnings=lambda: model.warnings, try_to_unuse=try_to_unuse)
+        if swapoffs is not None:
+            swapoffs.add_to(res)
+        return res
 
 
-def _drive(model: Model, loads: list[Workload], cfg: Config, start: float, progress: Progress | None) -> None:
+def _unuse(model: Model, loads: list[Workload], type: int) -> int:  # noqa: A002 - si->type
+    """try_to_unuse during a single-process run: every task, between its turns, frees its records
+    on the device (there is no hand-off ring here)."""
+    for w, load in enumerate(loads):
+        model.on(w)
+        release_device(load, type)
+    return 0
+
+
+def _drive(model: Model, loads: list[Workload], cfg: Config, start: float, progress: Progress | None,
+           swapoffs: SwapoffEvents | None = None) -> None:
     rng = random.Random(cfg.seed)
+    # --swapoff-every: by the step count, not the clock, so a run replays exactly
+    period = steps_between(cfg.swapoff_every) if swapoffs is not None else None
+    next_swapoff = period
     steps = 0
     budget = cfg.ops
     deadline = None if cfg.ops else start + float(cfg.seconds or 0)
@@ -65,6 +86,9 @@ def _drive(model: Model, loads: list[Workload], cfg: Config, start: float, progr
                 break
         if steps % HOUSEKEEPING_EVERY < 8:
             model.run_pending_work(grace_period=slab.pending() > 4)
+        if period is not None and steps >= next_swapoff:
+            swapoffs.cycle(lambda t: _unuse(model, loads, t))
+            next_swapoff += period
         if budget is not None and steps >= budget:
             break
         now = time.monotonic()

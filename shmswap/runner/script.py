@@ -21,8 +21,10 @@ line, ``#`` comments:
 
 Conditions: ``done``, ``op``, ``sleep [in swap_cluster_alloc_table]``, ``wake``, ``lock|unlock|
 trylock ci N | si | local N``, ``reclaim-window [cluster N]``, ``discard-window``, ``reader``,
-``cluster N flag F``, ``percpu order O changes`` (also ``its per-CPU cluster for order O changes``).
-Expectations: ``finding T5|T6b [cluster N]``, ``findings none``, ``violation INV [cluster N]``,
+``cluster N flag F``, ``percpu order O changes [to device D]`` (also ``its per-CPU cluster for order
+O changes [to device D]``: its ``si[O]``/``offset[O]`` pair changes, to a cluster of device D if given).
+Expectations: ``finding T5|T6b|W12 [WHERE]``, ``findings none``, ``violation INV [WHERE]`` (WHERE as
+the checker names it: ``cluster N``, ``device D``, ``device D cluster N``),
 ``violations none``, ``warning TEXT``, ``crash TEXT``, ``deadlock``, ``state SHA256``,
 ``check JSON`` (the exact findings and violations).
 """
@@ -237,9 +239,9 @@ def _parse_cond(text: str, nc: int) -> tuple:
         if m.group(2).lower() not in _FLAGS:
             raise ScheduleFailure(f"no cluster flag {m.group(2)!r} ({', '.join(_FLAGS)})")
         return ("flag", int(m.group(1)), _FLAGS[m.group(2).lower()])
-    m = re.fullmatch(r"(?:percpu order|its per-CPU cluster for order) (\d+) changes", t)
+    m = re.fullmatch(r"(?:percpu order|its per-CPU cluster for order) (\d+) changes(?: to device (\d+))?", t)
     if m:
-        return ("percpu", int(m.group(1)))
+        return ("percpu", int(m.group(1))) + ((int(m.group(2)),) if m.group(2) else ())
     raise ScheduleFailure(f"unknown condition {t!r}")
 
 
@@ -387,12 +389,11 @@ def _evaluate(expects: list[Stmt], summary: dict, warnings: list[str], failure: 
         words = arg.split()
         ok = True
         if what == "finding":
-            ok = any(b == words[0] and (len(words) < 3 or w == f"cluster {words[2]}") for w, b in summary["findings"])
+            ok = any(b == words[0] and (len(words) < 2 or w == " ".join(words[1:])) for w, b in summary["findings"])
         elif what == "findings":
             ok = not summary["findings"] if arg == "none" else len(summary["findings"]) == int(arg)
         elif what == "violation":
-            ok = any(i == words[0] and (len(words) < 3 or w == f"cluster {words[2]}")
-                     for i, w in summary["violations"])
+            ok = any(i == words[0] and (len(words) < 2 or w == " ".join(words[1:])) for i, w in summary["violations"])
         elif what == "violations":
             ok = not summary["violations"] if arg == "none" else len(summary["violations"]) == int(arg)
         elif what == "warning":
@@ -460,11 +461,13 @@ class ScriptPolicy:
         if c == "flag":
             return int(shm.clu["flags"][cond[1]]) == cond[2]
         if c == "percpu":
-            now = self.model.system.si.pcp.offset(t.idx, cond[1])
+            # The pair, not the offset alone: one offset[] per CPU for every device (reference §10 W12).
+            pcp = self.model.system.si.pcp
+            now = (pcp.si(t.idx, cond[1]), pcp.offset(t.idx, cond[1]))
             if "base" not in st.state:
                 st.state["base"] = now
                 return False
-            return now != st.state["base"]
+            return now != st.state["base"] and (len(cond) < 3 or now[0] == cond[2] + 1)
         raise ScheduleFailure(f"line {st.line}: bad condition")
 
     def _need(self, st: Stmt, t, runnable) -> None:

@@ -8,6 +8,8 @@ free path on clusters another CPU's cache points into.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .locks import LockClass
 from .state import HANDOFF, HANDOFF_REC, HANDOFF_SLOTS, SwapShm
 
@@ -54,6 +56,27 @@ class HandoffRing:
         q[HANDOFF.taken] += 1
         self.r.unlock(_LOCK_OFF, _LOCK)
         return rec
+
+    def take_matching(self, match: Callable[[list[int]], bool]) -> list[list[int]]:
+        """Take every record ``match`` accepts, keeping the others in their order (one pass under
+        ``handoff_lock``: a record is either taken here or popped by a CPU, never both)."""
+        q = self.q
+        self.r.lock(_LOCK_OFF, _LOCK)
+        n, head = q[HANDOFF.count], q[HANDOFF.head]
+        recs = [[q[self.base + (head + i) % HANDOFF_SLOTS * HANDOFF_REC + k] for k in range(HANDOFF_REC)]
+                for i in range(n)]
+        taken = [rec for rec in recs if match(rec)]
+        if taken:
+            kept = [rec for rec in recs if not match(rec)]
+            for i, rec in enumerate(kept):
+                b = self.base + (head + i) % HANDOFF_SLOTS * HANDOFF_REC
+                for k in range(HANDOFF_REC):
+                    q[b + k] = rec[k]
+            q[HANDOFF.tail] = (head + len(kept)) % HANDOFF_SLOTS
+            q[HANDOFF.count] = len(kept)
+            q[HANDOFF.taken] += len(taken)
+        self.r.unlock(_LOCK_OFF, _LOCK)
+        return taken
 
     def statistics(self) -> dict[str, int]:
         return {"pushed": self.q[HANDOFF.pushed], "taken": self.q[HANDOFF.taken], "held": self.q[HANDOFF.count]}

@@ -80,7 +80,8 @@ def test_swapoff_of_one_device_while_the_other_runs(models):
     held = [m.alloc(cpu=i % 2) for i in range(20)]
     assert {h.type for h in held} == {0, 1}
     m.swapoff(0)
-    assert not m.shm.pcp["si"].any()                   # flush_percpu_swap_cluster: si[] only
+    # flush_percpu_swap_cluster: cmpxchg(&pcp_si[i], si, NULL): device 0's si[] cleared, device 1's kept
+    assert not (m.shm.pcp["si"] == 1).any() and (m.shm.pcp["si"] == 2).any()
     assert m.shm.pcp["offset"].any()
     assert plist_types(m.devices[0], m.devices[0].avail_base) == [1]
     assert all(m.alloc(cpu=i % 2).type == 1 for i in range(10))

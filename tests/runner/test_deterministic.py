@@ -7,11 +7,14 @@ from importlib import resources
 import pytest
 
 from shmswap.config import Config
-from shmswap.mm.cluster import ci_lock, ci_unlock, swap_cluster_free_table
+from shmswap.mm.cluster import CI_BYTES, ci_lock, ci_unlock, swap_cluster_free_table
 from shmswap.mm.variants import DynamicTables
-from shmswap.runner.deterministic import RandomPolicy
+from shmswap.model import Model
+from shmswap.runner.deterministic import RandomPolicy, Scheduler
 from shmswap.runner.explore import explore
-from shmswap.runner.script import parse_script, run_deterministic, run_script
+from shmswap.runner.script import QueueProgram, parse_script, run_deterministic, run_script
+from shmswap.substrate.locks import LockClass
+from shmswap.substrate.preempt import Point
 
 SMALL = Config(cpus=2, size="256K", slots_per_cluster=8, orders="0:1", atomic_fail=0.3, migrate=0.5, seed=3,
                fill=0.5, ops=300)
@@ -45,8 +48,16 @@ def test_record_then_replay_reaches_the_same_state(tmp_path):
     assert not bad.ok and any("diverged" in f or "differs" in f for f in bad.failures)
 
 
-@pytest.mark.parametrize("name,variant", [("w1-t5", "seed"), ("w1-t5", "merged"), ("w1-t6b", "seed"),
-                                          ("w1-t6b", "merged"), ("w2-discard", "seed"), ("w2-discard", "merged")])
+SHIPPED = ["w1-t5", "w1-t6b", "w2-discard", "w12-crossdev", "w12-past-end"]
+
+
+def test_every_shipped_race_script_is_tested():
+    shipped = sorted(f.name[:-5] for f in resources.files("shmswap.runner").joinpath("races").iterdir()
+                     if f.name.endswith(".race"))
+    assert shipped == sorted([*SHIPPED, "t5-explore"])      # t5-explore: test_explore_finds_t5_...
+
+
+@pytest.mark.parametrize("name,variant", [(n, v) for n in SHIPPED for v in ("seed", "merged")])
 def test_shipped_race_scripts_give_their_outcome_every_time(name, variant):
     runs = [run_script(parse_script(race(name), {"alloc_table": variant})) for _ in range(3)]
     for r in runs:
@@ -58,6 +69,46 @@ def test_shipped_race_scripts_give_their_outcome_every_time(name, variant):
         assert [b for _, b in runs[0].check["findings"]] == ["T6b"]
     if name == "w2-discard":
         assert runs[0].checks[0]["violations"] == [["I-discard", "cluster 3"]]
+    if name.startswith("w12-"):
+        assert not runs[0].check["violations"]
+        # reference §10 W12: the wrong device's cluster taken (device 0's cluster 1 lost), or an
+        # offset past the end of the smaller device (recorded on device 0, nothing lost)
+        want = {"seed": [["cluster 1", "W12"]] if name == "w12-crossdev" else [["device 0", "W12"]], "merged": []}
+        assert runs[0].check["findings"] == want[variant]
+
+
+def test_a_script_waits_for_the_per_cpu_cluster_of_a_named_device():
+    """``... changes to device D`` and a finding's whole ``where`` (``device 0``, not just a cluster)."""
+    # in w12-crossdev cpu1's per-CPU cluster moves to device 1, never to device 0: the script says where
+    bad = run_script(race("w12-crossdev").replace("changes to device 1", "changes to device 0"))
+    assert not bad.ok and bad.failure_kind == "script"
+    assert "changes to device 0: cpu1 has nothing to do" in bad.failure
+    # the past-the-end event is recorded on device 0 (the device allocating), not on device 1
+    wrong = run_script(race("w12-past-end").replace("finding W12 device 0", "finding W12 device 1"))
+    assert not wrong.ok and any("expect finding W12 device 1: not so" in f for f in wrong.failures)
+
+
+def test_the_scheduler_sees_a_cluster_lock_held_on_a_second_larger_device():
+    """A lock point names the class and offset, not the device: a cluster lock of device 1 past the
+    end of device 0's cluster array, held by cpu0, keeps cpu1 waiting (it raised ValueError)."""
+    cfg = Config(cpus=2, devices="ssd:64K:prio=10,ssd:256K:prio=5", slots_per_cluster=8, atomic_fail=0, migrate=0)
+    with Model(cfg, n_workers=3) as m:
+        sched = Scheduler(m, None)
+        off = 2 * CI_BYTES
+        assert off >= m.devices[0].nr_clusters * CI_BYTES
+        t = sched.add_task(1, 1, QueueProgram())
+        t.pending = (int(Point.LOCK), int(LockClass.CI_LOCK), off)
+        assert sched.lock_holder(LockClass.CI_LOCK, off, 1) == -1 and sched.runnable(t)
+        m.on(0)
+        ci_lock(m.devices[1], 2)
+        try:
+            assert sched.lock_holder(LockClass.CI_LOCK, off, 1) == 0        # another worker's: wait
+            assert sched.lock_holder(LockClass.CI_LOCK, off, 0) == 0        # one's own
+            assert sched.lock_holder(LockClass.CI_LOCK, 0, 1) == -1         # cluster 0: free on both
+            assert not sched.runnable(t) and "held by worker 0" in sched.why_not(1)
+        finally:
+            ci_unlock(m.devices[1], 2)
+        assert sched.runnable(t)
 
 
 def test_explore_finds_t5_and_prints_a_replay_that_loses_the_cluster():
