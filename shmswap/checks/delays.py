@@ -72,13 +72,11 @@ class ReaderDelays(Observer):
 
     def __init__(self, system: SwapSystem, seed: int, wid: int, short_p: float = SHORT_P,
                  long_p: float = LONG_P_NEAR, long_s: float = LONG_S) -> None:
-        self.shm = system.shm
         self.si = system.si
         self.cur = system.cur
         self.pcp = system.si.pcp
         self.ncpus = system.shm.geo.n_workers
         self.orders = sorted(system.shm.cfg.orders)     # the per-CPU clusters of other orders stay unused
-        self.page_mode = system.slab.mode == "page"
         self.rng = random.Random(seed * 1_000_033 + 7919 * wid + 1)
         self.short_p, self.long_p, self.long_s = short_p, long_p, long_s
         self.near = int(system.si.spc * NEAR_EMPTY)
@@ -100,23 +98,23 @@ class ReaderDelays(Observer):
             cur = self.cur
             if cur.wq[cur.rec_base + REC_OP] != _OP_LOOKUP or self.delayed_s >= BUDGET * (t0 - self.t0):
                 return
-            if not self._being_drained(ci):
+            si = cur.reader_si or self.si       # the device whose table the reader loaded
+            if not self._being_drained(si, ci):
                 return
             self.long += 1
-            self._long(ci, table, off, self.long_s * (0.1 + 0.9 * self.rng.random()))
+            self._long(si, ci, table, off, self.long_s * (0.1 + 0.9 * self.rng.random()))
         self.delayed_s += time.monotonic() - t0
 
-    def _being_drained(self, ci: int) -> bool:
-        """Cluster ``ci`` is nearly empty and no CPU's per-CPU cluster (those fill, not drain)."""
-        si = self.si
+    def _being_drained(self, si, ci: int) -> bool:
+        """Cluster ``ci`` of ``si`` is nearly empty and no CPU's per-CPU cluster (those fill, not drain)."""
         if not 0 < si.cq[ci * _CW + _C_COUNT] <= self.near:
             return False
-        return self._allocating_cpu(ci, -1) < 0
+        return self._allocating_cpu(si, ci, -1) < 0
 
-    def _allocating_cpu(self, ci: int, slot: int) -> int:
-        """A CPU whose per-CPU cluster (any order) is ``ci`` on this device, -1 if none; with
+    def _allocating_cpu(self, si, ci: int, slot: int) -> int:
+        """A CPU whose per-CPU cluster (any order) is ``ci`` of device ``si``, -1 if none; with
         ``slot`` >= 0 only one whose next offset is at most ``SPIN_AHEAD`` slots below it."""
-        si, pcp = self.si, self.pcp
+        pcp = self.pcp
         shift, tag = si.spc_shift, si.tag
         for cpu in range(self.ncpus):
             for o in self.orders:
@@ -125,9 +123,10 @@ class ReaderDelays(Observer):
                     return cpu
         return -1
 
-    def _long(self, ci: int, table: int, off: int, max_s: float) -> None:
-        """Wait, at most ``max_s``, for the table to be freed and reused (see the module's doc)."""
-        objs, tables, folios, cq = self.shm.objs, self.shm.tables_np, self.shm.folios, self.si.cq
+    def _long(self, si, ci: int, table: int, off: int, max_s: float) -> None:
+        """Wait, at most ``max_s``, for the table of ``si`` to be freed and reused (see the module's doc)."""
+        shm = si.slab.shm                       # each device has its slab: ``table`` indexes that one
+        objs, tables, folios, cq = shm.objs, shm.tables_np, si.folios, si.cq
         gen0 = int(objs["gen"][table])
         low = int(cq[ci * _CW + _C_COUNT])
         deadline = time.monotonic() + max_s
@@ -145,14 +144,14 @@ class ReaderDelays(Observer):
                 continue
             if owner < 0:
                 continue                        # freed, not yet reused nor back in the pool
-            if self.page_mode:
+            if si.slab.mode == "page":
                 return
             tb = int(tables[table, off])
             if tb & 1:
                 return                          # the slot was filled and written back meanwhile
-            if tb and folios["flags"][(tb >> 3) - 1] & PG_SWAPCACHE:
+            if tb and folios.flags((tb >> 3) - 1) & PG_SWAPCACHE:
                 return
-            if self._allocating_cpu(owner, (owner << self.si.spc_shift) + off) >= 0:
+            if self._allocating_cpu(si, owner, (owner << si.spc_shift) + off) >= 0:
                 end = min(deadline, time.monotonic() + SPIN_S)
                 while not tables[table, off] and time.monotonic() < end:
                     pass

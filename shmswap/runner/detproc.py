@@ -265,7 +265,7 @@ class ProcScheduler(Scheduler):
     @property
     def failure(self) -> str | None:
         n = self.ctl.q[H_FAIL_LEN]
-        return bytes(self.ctl.fail[:n]).decode() if self.ctl.q[H_FAIL_KIND] else None
+        return bytes(self.ctl.fail[:n]).decode(errors="replace") if self.ctl.q[H_FAIL_KIND] else None
 
     @failure.setter
     def failure(self, message: str | None) -> None:
@@ -410,6 +410,8 @@ class ProcScheduler(Scheduler):
 
     def _park(self, t) -> None:
         self._wait()
+        if self.lifeline is not None and not self.lifeline():
+            raise ProcessDied("the driver is gone")   # the tasks hand control on without it: look now and then
         if self.aborting or (self.closing and t.pending[0] != OP):
             raise SchedAbort()
         self._resume()
@@ -473,8 +475,17 @@ class ProcScheduler(Scheduler):
 
 
 def task_main(cfg: Config, n_workers: int, names, idx: int, ctl: SharedControl, policy, conn, driver_pid: int,
-              max_steps: int | None) -> None:
-    """Entry point of task ``idx``'s process (a CPU, or the manager when ``idx == cfg.cpus``)."""
+              max_steps: int | None, driver_fds: list[int] = ()) -> None:
+    """Entry point of task ``idx``'s process (a CPU, or the manager when ``idx == cfg.cpus``).
+
+    ``driver_fds``: the driver's ends of the pipes, inherited by a forked child; closed, so that
+    once the driver is gone a send to it fails instead of filling a pipe nobody reads.
+    """
+    for fd in driver_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the driver stops the run
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     set_comm(f"shmswap-d-{task_name(idx, cfg.cpus) if idx < cfg.cpus else 'mgr'}")
@@ -545,12 +556,15 @@ def run_processes(text: str | Script, *, policy=None, finish: Callable | None = 
         ctl.q[H_RUNNING] = DRIVER
         pre_warnings = list(model.warnings)
         shipments: dict[int, tuple] = {}
+        ended = False
         try:
             names = model.system.names()
+            forked = ctx.get_start_method() == "fork"
             for idx in range(ntasks):
                 mine, theirs = ctx.Pipe()
+                fds = [c.fileno() for c in (*conns, mine)] if forked else []
                 p = ctx.Process(target=task_main, name=f"shmswap-det-{task_name(idx, cfg.cpus)}", daemon=True,
-                                args=(cfg, n_workers, names, idx, ctl, policy, theirs, os.getpid(), max_steps))
+                                args=(cfg, n_workers, names, idx, ctl, policy, theirs, os.getpid(), max_steps, fds))
                 p.start()
                 theirs.close()
                 procs.append(p)
@@ -558,6 +572,7 @@ def run_processes(text: str | Script, *, policy=None, finish: Callable | None = 
             _await_ready(conns, procs)
             _drive(sched, ctl, procs, conns, shipments, stall_s)
             _teardown(sched, ctl, procs, conns, shipments)
+            ended = True
             sched._load()                                 # the RNGs as the last task left them
             model.on_manager()
             trace = sorted([e for s in shipments.values() for e in s[1]] + sched.trace)
@@ -578,7 +593,7 @@ def run_processes(text: str | Script, *, policy=None, finish: Callable | None = 
             sched.all_warnings, sched.release_all = all_warnings, release_all
             return _result(script, model, sched, trace, checkpoints, sched_warnings, finish)
         finally:
-            _reap(procs, conns, patient=sched.failure_kind not in ("died", "stuck"))
+            _reap(procs, conns, patient=ended and sched.failure_kind not in ("died", "stuck"))
 
 
 def _await_ready(conns: list, procs: list) -> None:

@@ -66,7 +66,7 @@ def test_a_long_delay_ends_when_the_table_is_back_in_the_pool(make_system):
     s.slab.process_deferred()                   # and, with no grace period to wait for, to the pool
     assert s.slab.obj_state(table) == OBJ_POOL
     t0 = time.monotonic()
-    always_long(s)._long(ci, table, 1, 5.0)
+    always_long(s)._long(s.si, ci, table, 1, 5.0)
     assert time.monotonic() - t0 < 1.0
 
 
@@ -88,7 +88,7 @@ def reused(system, state):
 def test_a_long_delay_ends_when_the_reused_table_caches_a_folio_at_the_readers_slot(system):
     ci, table = reused(system, CACHE_ONLY)
     t0 = time.monotonic()
-    always_long(system)._long(ci, table, 1, 5.0)
+    always_long(system)._long(system.si, ci, table, 1, 5.0)
     assert time.monotonic() - t0 < 1.0
 
 
@@ -96,5 +96,5 @@ def test_a_long_delay_gives_up_when_the_reused_slot_was_written_back(system):
     ci, table = reused(system, SWAPPED)
     assert system.shm.tables_np[table, 1] & 1          # a shadow: nothing left to see
     t0 = time.monotonic()
-    always_long(system)._long(ci, table, 1, 5.0)
+    always_long(system)._long(system.si, ci, table, 1, 5.0)
     assert time.monotonic() - t0 < 1.0

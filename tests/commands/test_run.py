@@ -200,6 +200,17 @@ def test_deterministic_processes_equal_threads_and_record_the_same_schedule(tmp_
     assert (tmp_path / "processes" / "s.race").read_text() == (tmp_path / "threads" / "s.race").read_text()
 
 
+def test_deterministic_processes_end_when_the_driver_is_killed(tmp_path):
+    run = start_cli(["run", "--deterministic", "--processes", "--cpus", "2", "--size", "1M", "--slots-per-cluster",
+                     "16", "--ops", "1000000", "--quiet"], tmp_path)
+    wait_for_child(run, "shmswap-d-mgr")
+    time.sleep(0.5)                                     # inside the schedule
+    run.watch()
+    os.kill(run.proc.pid, signal.SIGKILL)
+    finish_cli(run)                                     # no task process, no segment left
+    assert run.returncode == -signal.SIGKILL
+
+
 # -- 9. a hang fails a test, never CI ------------------------------------------------------------------
 
 def test_every_test_has_a_time_limit(pytestconfig):
