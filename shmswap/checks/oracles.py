@@ -37,7 +37,7 @@ class ReaderOracle(Observer):
         self.rcu = slab.rcu
         self.cur = cur
         self.page_mode = slab.mode == "page"
-        self._gen = 0
+        self._gen: dict[int, int] = {}     # per worker: tasks sharing this process interleave
 
     def _slab(self) -> TableSlab:
         """The slab of the device the reader is reading (``table`` indexes that device's slab)."""
@@ -45,12 +45,12 @@ class ReaderOracle(Observer):
         return self.slab if si is None else si.slab
 
     def reader_window(self, wid: int, ci: int, table: int, off: int) -> None:
-        self._gen = self._slab().obj_gen_live(table)
+        self._gen[wid] = self._slab().obj_gen_live(table)
 
     def reader_read(self, wid: int, ci: int, table: int, off: int, tb: int) -> int:
         slab = self._slab()
         state = slab.obj_state(table)
-        if state == OBJ_POOL or (self.page_mode and slab.obj_gen_live(table) != self._gen):
+        if state == OBJ_POOL or (self.page_mode and slab.obj_gen_live(table) != self._gen.get(wid)):
             self.cur.stat(_FREED_MEMORY_READS)
             return 0
         if state == OBJ_RCU:

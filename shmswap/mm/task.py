@@ -59,6 +59,10 @@ class Task:
         self.migration = migration or MigrationPolicy(1)
         # PF_MEMALLOC and the sink of its nested swap-outs (--sleep-reclaim, mm/vmscan.py); None: none
         self.reclaim = None
+        # Kept here while another task is current in this process (Current.set_task swaps them):
+        # a task preempted between its allocation and its use of alloc_si must find its own.
+        self.alloc_si = None
+        self.reader_si = None
 
     def start_op(self) -> None:
         """A new operation starts on the home CPU."""
@@ -81,6 +85,10 @@ class Current:
 
     def set_task(self, task: Task) -> None:
         """Make ``task`` this process's current task (its record, counters and device reference)."""
+        old = self.task
+        if old is not None:
+            old.alloc_si, old.reader_si = self.alloc_si, self.reader_si
+        self.alloc_si, self.reader_si = task.alloc_si, task.reader_si
         self.task = task
         self.wid = task.wid
         self.stat_base = task.wid * WORKER.size + WORKER.stats

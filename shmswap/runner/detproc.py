@@ -13,8 +13,9 @@ The running process evaluates the policy itself, writes the next task, posts tha
 A process plays one task, so the C module's current task and the RCU nesting never switch.  What
 the threads mode keeps in its one process and every task uses in turn moves with control instead:
 at every hand-off the running process stores, and the next one loads, the policy's state (its RNG,
-PCT's priorities), each device slab's failslab RNG, the reader oracle's generation and the device
-of the last allocation (``Current.alloc_si``).  A folio freed by a process for a worker it does not
+PCT's priorities) and each device slab's failslab RNG.  What is a task's own (the device of its
+last allocation, ``alloc_si``; the reader oracle's generation per worker) stays in its process, as
+the threads mode keeps it with the task.  A folio freed by a process for a worker it does not
 play is queued for its owner (``Folios.foreign_free``), who takes it back into its idle set when it
 next runs, in the order the threads mode would have.  The WARNs each process saw are merged by step.
 
@@ -41,7 +42,6 @@ from multiprocess import resource_tracker
 
 from workers.workload import Workload
 
-from ..checks.oracles import ReaderOracle
 from ..config import Config
 from ..model import Model
 from ..substrate import _prim
@@ -238,7 +238,6 @@ class ProcScheduler(Scheduler):
         self.rng_loaded: dict[int, tuple] = {}        # and its words then (unchanged: not stored again)
         self.started_at = 0.0
         self.schedule_s = 0.0                         # the driver's: from the first hand-off to the end
-        self.oracles = [o for o in model.system.observers if isinstance(o, ReaderOracle)]
         if len(self._rngs()) > RNG_SLOTS:
             raise ScheduleFailure(f"more than {RNG_SLOTS} RNGs to hand over (a policy's and each device's slab's)")
         self.lifeline = Lifeline(driver_pid, every_s=PARK_POLL_S) if driver_pid else None
@@ -295,8 +294,9 @@ class ProcScheduler(Scheduler):
     def _save(self) -> None:
         """Store the state the threads mode's one process would carry to the next task: each RNG
         that changed since this process loaded it (its 624 words and position, raw), and a small
-        pickle of the rest (the policy's other fields, the oracle's generation, ``alloc_si``)."""
-        system, ctl = self.system, self.ctl
+        pickle of the rest (the policy's other fields).  Per-task state (``alloc_si``, the
+        oracle's generation per worker) stays with the task's own process."""
+        ctl = self.ctl
         q, u = ctl.q, ctl.rngs
         gauss = []
         for i, r in enumerate(self._rngs()):
@@ -308,10 +308,8 @@ class ProcScheduler(Scheduler):
                 u[base] += 1
                 self.rng_seen[i] = u[base]
                 self.rng_loaded[i] = st[1]
-        alloc_si = system.cur.alloc_si
         rest = {k: v for k, v in self.policy.__dict__.items() if not isinstance(v, random.Random)}
-        data = pickle.dumps((rest, gauss, [o._gen for o in self.oracles], None if alloc_si is None else alloc_si.type),
-                            pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps((rest, gauss), pickle.HIGHEST_PROTOCOL)
         if len(data) > XFER_BYTES:
             raise ScheduleFailure(f"the policy's state ({len(data)} bytes) does not fit the hand-off block")
         ctl.xfer[:len(data)] = data
@@ -325,7 +323,7 @@ class ProcScheduler(Scheduler):
         if q[H_XFER_VER] == self.xfer_seen:
             return
         self.xfer_seen = q[H_XFER_VER]
-        rest, gauss, gens, alloc_type = pickle.loads(ctl.xfer[:q[H_XFER_LEN]])
+        rest, gauss = pickle.loads(ctl.xfer[:q[H_XFER_LEN]])
         self.policy.__dict__.update(rest)
         for i, r in enumerate(self._rngs()):
             base = i * RNG_WORDS
@@ -336,10 +334,6 @@ class ProcScheduler(Scheduler):
                 r.setstate((3, words, gauss[i]))
             elif r.gauss_next != gauss[i]:
                 r.gauss_next = gauss[i]
-        system = self.system
-        for o, g in zip(self.oracles, gens, strict=True):
-            o._gen = g
-        system.cur.alloc_si = None if alloc_type is None else system.devices[alloc_type]
 
     def foreign_free(self, owner: int, folio: int) -> None:
         """``Folios.foreign_free``: queue ``folio`` for its owner's idle set."""

@@ -33,6 +33,18 @@ def test_same_seed_same_trace_and_state():
     assert c.trace != a.trace
 
 
+@pytest.mark.parametrize("devices", ["ssd:128K,ssd:128K", "hdd:128K,ssd:128K:prio=5"])
+def test_two_devices_interleaved_tasks_keep_their_own_device(devices):
+    """A task preempted between ``folio_alloc_swap`` and its use of ``alloc_si`` (or inside a
+    reader's window) must find its own device there, not the one the task that ran meanwhile
+    used: with those kept per process, not per task, these runs crashed (no map count, NULL table)."""
+    for seed in (1, 2, 3, 4):
+        cfg = SMALL.with_(devices=devices, size="128K", seed=seed, ops=1500, cpus=4)
+        run, _ = run_deterministic(cfg)
+        assert run.failure is None, run.failure
+        assert run.check and not run.failed(), run.check
+
+
 def test_record_then_replay_reaches_the_same_state(tmp_path):
     run, text = run_deterministic(SMALL, record=str(tmp_path / "s.race"))
     assert (tmp_path / "s.race").read_text() == text and text.startswith("# shmswap-script 1")
