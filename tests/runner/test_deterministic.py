@@ -131,6 +131,19 @@ def test_explore_finds_t5_and_prints_a_replay_that_loses_the_cluster():
     assert r.check["findings"]
 
 
+def test_explore_finds_w12_on_two_devices_and_its_printed_replay_holds():
+    """The finding is a device's (``device 1``), not a cluster's: the printed ``expect finding W12
+    device 1`` must hold on replay (it was matched against ``cluster 1``)."""
+    scenario = ("config cpus=2 devices=ssd:64K:prio=5,ssd:128K:prio=5 slots_per_cluster=8 atomic_fail=0.3 "
+                "sleep_fail=0 migrate=0.5 alloc_table=seed seed=3 fill=0.5\nworkload 200\n")
+    ex = explore(scenario, schedules=20, until="finding")
+    assert ex.found and "W12" in ex.failure, ex.failure
+    assert "expect finding W12 device " in ex.script
+    r = run_script(ex.script)
+    assert r.ok, r.failures
+    assert any(b == "W12" and w.startswith("device ") for w, b in r.check["findings"])
+
+
 class WindowTables(DynamicTables):
     """Test-only bug: drops and retakes ci->lock before freeing an emptied cluster's table: in
     that window another CPU's fast path can allocate in it (it still has its table and flag)."""
