@@ -322,17 +322,17 @@ class Config:
         return self.device == "ssd"
 
     def device_configs(self) -> list[tuple[Config, int]]:
-        """Every device as (its configuration, its priority), in swapon order: type 0 is this
-        configuration; without --device lists, the one device of --size/--device/--discard at
-        the kernel's first default priority, -1."""
+        """Every device as (its configuration, the priority its swapon asks for), in swapon order:
+        type 0 is this configuration; without --device lists, the one device of
+        --size/--device/--discard.  A device without ``prio=N`` (or with ``prio=-1``) asks for
+        none, -1 as the swapon syscall passes it, and gets ``--least_priority`` at swapon
+        (mm/swapon.py ``setup_swap_info``): -2 for the first such device, -3 for the next."""
         if not self._device_specs:
             return [(self, -1)]
         out: list[tuple[Config, int]] = []
-        least = 0
         for i, (kind, size, prio, discard) in enumerate(self._device_specs):
             if prio is None:
-                least -= 1
-                prio = least
+                prio = -1
             if i == 0:
                 out.append((self, prio))
                 continue

@@ -17,7 +17,7 @@ report says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from .checks.checker import CheckResult, Violation, check_swapoff
@@ -29,27 +29,37 @@ from .result import Result, collect
 __all__ = ["finish_run"]
 
 
-def device_figures(system) -> list[dict]:
-    """Per device: kind, size, priority, usage, W12 events and the clusters the seed lost on it."""
+def device_figures(system, lost_at_swapoff: Sequence[int] = ()) -> list[dict]:
+    """Per device: kind, discard setting, size, priority, usage, W12 events and the clusters the seed
+    lost on it; its table slab (``Result.tables`` is their sum)."""
     out = []
     for si in system.devices:
         shm = si.shm
         dev, hdr = shm.dev, shm.slab_hdr
-        out.append({"type": si.type, "kind": "ssd" if si.ssd else "hdd", "slots": int(dev["max"]),
+        out.append({"type": si.type, "kind": "ssd" if si.ssd else "hdd", "discard": shm.cfg.discard,
+                    "slots": int(dev["max"]),
                     "prio": int(dev["prio"]), "pages": int(dev["pages"]),
                     "inuse_pages": int(dev["inuse_pages"]) & SWAP_USAGE_COUNTER_MASK,
                     "on_avail": int(dev["on_avail"]), "w12_events": int(dev["xdev"]),
-                    "lost_clusters": int((shm.clu["lost"] != 0).sum()),
+                    # with the lost clusters this run's swapoffs found (swapon_again clears the words)
+                    "lost_clusters": int((shm.clu["lost"] != 0).sum()) + _lost_before(lost_at_swapoff, si.type),
                     "live_tables": int(hdr["live"]), "peak_tables": int(hdr["peak"]),
                     "atomic_allocs": int(hdr["atomic_allocs"]), "sleep_allocs": int(hdr["sleep_allocs"]),
                     "table_frees": int(hdr["frees"])})
     return out
 
 
+def _lost_before(lost_at_swapoff: Sequence[int], type: int) -> int:  # noqa: A002 - si->type
+    """The lost clusters earlier swapoffs found on device ``type`` (0 without a count)."""
+    return int(lost_at_swapoff[type]) if type < len(lost_at_swapoff) else 0
+
+
 def finish_run(model: Model, duration_s: float, notes: list[str], *, warnings: Callable[[], list[str]],
                try_to_unuse: Callable[[], dict], events: list[str] = (),
-               gp_latencies_ns: list[int] | None = None) -> Result:
-    """Check, collect, swapoff and account; ``warnings()`` gives every WARN text seen so far."""
+               gp_latencies_ns: list[int] | None = None, lost_at_swapoff: Sequence[int] = ()) -> Result:
+    """Check, collect, swapoff and account; ``warnings()`` gives every WARN text seen so far;
+    ``lost_at_swapoff[type]``: the lost clusters the run's swapoffs found on each device
+    (``--swapoff-every``, workers/swapoff.py), added to the device rows."""
     cfg = model.cfg
     model.on_manager()
     if not events:
@@ -61,7 +71,7 @@ def finish_run(model: Model, duration_s: float, notes: list[str], *, warnings: C
         chk.violations.append(Violation("watchdog", e, "watchdog"))
     res = collect(model.system, chk, duration_s, notes, gp_latencies_ns=gp_latencies_ns)
     if len(model.system.devices) > 1:
-        res.extra["devices"] = device_figures(model.system)
+        res.extra["devices"] = device_figures(model.system, lost_at_swapoff)
     if events:
         res.extra["watchdog"] = list(events)
         res.notes.append("the run was aborted: the invariant check ran on a state that is not quiescent "

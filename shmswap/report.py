@@ -6,6 +6,11 @@ their cause in one line each, violations are never hidden, and the last line is 
 
 from __future__ import annotations
 
+import re
+import shlex
+from dataclasses import fields
+
+from .config import Config
 from .result import Result
 
 __all__ = ["render"]
@@ -26,35 +31,91 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.2f} MiB"
 
 
-# Config fields that are not options of ``shmswap run`` (library-only knobs) are echoed apart.
+# Config fields that are not options of ``shmswap run`` (library-only knobs, outputs) are not echoed;
+# the library knobs are named apart when they differ from their defaults (no option reproduces them).
 _NOT_OPTIONS = ("json", "quiet", "bad_pages", "objs_per_slab_page", "lookup_ratio", "lockstat")
+_LIBRARY = ("bad_pages", "objs_per_slab_page", "lookup_ratio", "lockstat")
+# With a device list (``--device KIND:SIZE...``) device 0's kind, size and discard come from it.
+_DEVICE0 = ("size", "discard", "devices")
 
 
-def command_line(cfg: dict) -> str:
-    """The options that reproduce this run's configuration (workload streams, not interleavings)."""
+def _number(v: float) -> str:
+    """A float as short as it reads back exactly."""
+    g = f"{v:g}"
+    return g if float(g) == v else repr(v)
+
+
+def _size(n: int) -> str:
+    """Bytes with the largest K/M/G/T suffix that divides them (``--size`` reads it back exactly)."""
+    for suffix, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if n and n % (1 << shift) == 0:
+            return f"{n >> shift}{suffix}"
+    return str(n)
+
+
+def _list_discard(cfg: dict, devices: list[dict] | None) -> str:
+    """The ``--discard`` a device list was given with: the setting of its parts without ``discard=``."""
+    implicit = [i for i, part in enumerate(cfg["devices"].split(",")) if not re.search(r":\s*discard=", part, re.I)]
+    if not implicit:
+        return "off"
+    if implicit[0] == 0:
+        return cfg["discard"]
+    rows = {d["type"]: d.get("discard", "off") for d in devices or []}
+    return rows.get(implicit[0], "off")
+
+
+def command_line(cfg: dict, deterministic: dict | None = None, devices: list[dict] | None = None) -> str:
+    """The options that reproduce this run's configuration (workload streams, not interleavings):
+    ``shmswap run`` + this, pasted, runs it again (``deterministic``: the run's ``extra`` entry, whose
+    schedule it reproduces too; ``devices``: the per-device rows, for a device list's discard)."""
     parts = []
     for k, v in cfg.items():
-        if k in _NOT_OPTIONS or v is None or v == "" or v is False:
+        if k in _NOT_OPTIONS or (cfg.get("devices") and k in _DEVICE0):
+            continue
+        if k == "device" and cfg.get("devices"):
+            parts.append(f"--device {shlex.quote(cfg['devices'])}")
+            if _list_discard(cfg, devices) != "off":
+                parts.append("--discard on")
+            continue
+        if v is None or v == "" or v is False:
             continue
         if k == "orders":
-            v = ",".join(f"{o}:{p:g}" for o, p in v.items())
+            v = ",".join(f"{o}:{_number(p)}" for o, p in v.items())
+        elif isinstance(v, float):
+            v = _number(v)
+        elif k == "size":
+            v = _size(v)
         if k == "seconds" and cfg.get("ops"):
             continue
-        parts.append(f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}")
-    extra = {k: cfg[k] for k in ("bad_pages", "objs_per_slab_page", "lookup_ratio", "lockstat")
-             if k in cfg and cfg[k] not in ([], (), None)}
-    return " ".join(parts) + (f"  (library settings: {extra})" if extra else "")
+        opt = f"--{k.replace('_', '-')}"
+        parts.append(opt if v is True else f"{opt} {shlex.quote(str(v))}")
+    if deterministic:
+        parts.append("--deterministic")
+        if deterministic.get("mode") == "processes":
+            parts.append("--processes")
+    return " ".join(parts)
+
+
+def library_settings(cfg: dict) -> dict:
+    """The library-only settings of ``cfg`` that differ from the defaults (no option sets them)."""
+    defaults = {f.name: f.default for f in fields(Config)}
+    out = {}
+    for k in _LIBRARY:
+        if k in cfg and cfg[k] != defaults[k] and not (k == "bad_pages" and not cfg[k]):
+            out[k] = cfg[k]
+    return out
 
 
 def _devices(devices: list[dict] | None) -> list[str]:
     """Several devices: one row each (the JSON's ``devices``); tables are per device's slab."""
     if not devices:
         return []
-    rows = [[str(d["type"]), d["kind"], str(d["prio"]), f"{d['pages']:,}", f"{d['inuse_pages']:,}",
+    rows = [[str(d["type"]), d["kind"], d.get("discard", "?"), str(d["prio"]), f"{d['pages']:,}",
+             f"{d['inuse_pages']:,}",
              f"{d['peak_tables']:,}", f"{d['atomic_allocs']:,}", f"{d['sleep_allocs']:,}", f"{d['w12_events']:,}",
              f"{d['lost_clusters']:,}"] for d in devices]
     return ["devices (at the end of the workload, before swapoff):"] + _table(
-        ["type", "kind", "prio", "pages", "in use", "tables peak", "atomic", "sleeping", "W12 events",
+        ["type", "kind", "discard", "prio", "pages", "in use", "tables peak", "atomic", "sleeping", "W12 events",
          "lost clusters"], rows)
 
 
@@ -73,24 +134,33 @@ def _swapoffs(ev: dict | None) -> list[str]:
             + f"; {ev['alloc_no_device']:,} allocations failed with no device available"]
 
 
-def _nested(n: dict | None) -> str:
+def _nested(n: dict | None) -> list[str]:
     """--sleep-reclaim: the nested swap-outs and what the outer allocation did after one."""
     if not n:
-        return "nested reclaim: no figures"
+        return ["nested reclaim: no figures"]
     i, o = n["nested"], n["outer_after"]
-    return (f"nested reclaim (--sleep-reclaim): {n['reclaims']:,} swap-outs from the sleeping allocation, "
+    line = (f"nested reclaim (--sleep-reclaim): {n['reclaims']:,} swap-outs from the sleeping allocation, "
             f"{n['allocations']:,} got slots, {n['failed']:,} failed; inside them: atomic tables "
             f"{i['atomic_tables']:,}, slept {i['sleeps']:,}, used per-CPU cluster {i['used_percpu_cluster']:,}, "
             f"installed {i['installed']:,}, returned NULL {i['returned_null']:,}, clusters lost "
             f"{i['lost_clusters']:,}; the outer allocation then: used per-CPU cluster {o['used_percpu_cluster']:,}, "
             f"installed {o['installed']:,}, returned NULL {o['returned_null']:,}, already had a table "
             f"{o['already_had_table']:,}, clusters lost {o['lost_clusters']:,}")
+    return [line] + ([f"  {n['explanation']}"] if n.get("explanation") else [])
 
 
 def render(res: Result, strict: bool = False) -> str:
     cfg = res.config
-    out: list[str] = [f"shmswap run {command_line(cfg)}"]
-    out.append(f"variant: {', '.join(f'{k}={v}' for k, v in res.variant.items())}")
+    devices = res.extra.get("devices")
+    out: list[str] = [f"shmswap run {command_line(cfg, res.extra.get('deterministic'), devices)}"]
+    library = library_settings(cfg)
+    if library:
+        out.append(f"library settings (no option sets them): {library}")
+    variant = [f"{k}={v}" for k, v in res.variant.items()
+               if not (devices and len(devices) > 1 and k in ("device", "discard"))]
+    if devices and len(devices) > 1:
+        variant.append(f"devices: {len(devices)}, see the devices table")
+    out.append(f"variant: {', '.join(variant)}")
     for note in res.notes:
         out.append(f"note: {note}")
     ops = res.ops
@@ -109,7 +179,8 @@ def render(res: Result, strict: bool = False) -> str:
     out += _table(["class", "acquisitions", "contentions", "trylock-fail", "wait ms", "max wait us"], rows)
     t = res.tables
     out.append("")
-    out.append(f"swap tables: live {t['live']:,}, peak {t['peak']:,} ({_mib(t['bytes_peak'])}) vs static "
+    summed = f" (summed over the {len(devices)} devices; peak: the sum of their peaks)" if devices else ""
+    out.append(f"swap tables{summed}: live {t['live']:,}, peak {t['peak']:,} ({_mib(t['bytes_peak'])}) vs static "
                f"{t['static_equivalent']:,} ({_mib(t['bytes_static'])}); allocated atomically {t['atomic_allocs']:,}, "
                f"by sleeping {t['sleep_allocs']:,}, failed attempts {t['alloc_failures']:,}; frees {t['frees']:,} "
                f"(freed unused {t['unused_freed']:,}, of a NULL table {t['null_table_frees']:,}); deferred to a "
@@ -122,7 +193,7 @@ def render(res: Result, strict: bool = False) -> str:
                f"installed {m['installed']:,}, already had a table {m['already_had_table']:,}, "
                f"returned NULL {m['returned_null']:,}, clusters lost {m['lost_clusters']:,}")
     if cfg.get("sleep_reclaim"):
-        out.append(_nested(res.extra.get("nested_reclaim")))
+        out += _nested(res.extra.get("nested_reclaim"))
     r = res.rcu
     out.append(f"RCU: {r['grace_periods']:,} grace periods (latency p50 {r['gp_latency_us_p50']:.0f} us, p99 "
                f"{r['gp_latency_us_p99']:.0f} us, max {r['gp_latency_us_max']:.0f} us), {r['reader_sections']:,} "
@@ -137,8 +208,12 @@ def render(res: Result, strict: bool = False) -> str:
     chk = res.check
     out.append(f"invariants checked: {', '.join(chk.checked)}")
     if chk.findings:
-        out.append(f"FINDINGS ({len(chk.findings)}): clusters the seed lost (reference §5.3)")
-        for f in chk.findings:
+        counts = res.finding_counts()
+        what = [f"{counts['lost_clusters']:,} clusters the seed lost (reference §5.3)"] * bool(
+            counts["lost_clusters"]) + [f"{counts['w12_events']:,} W12 events that lost no cluster (reference §10)"
+                                        ] * bool(counts["w12_events"])
+        out.append(f"FINDINGS ({len(chk.findings)}): {', '.join(what)}")
+        for f in res.findings:
             out.append(f"  [{f.branch}] {f.where}: {f.reason}")
     else:
         out.append("findings: none")

@@ -369,7 +369,8 @@ class Manager:
         end_ns = _prim.now_ns()
         self._collect_traces()
         res = finish_run(self.model, duration, notes, warnings=self._warnings, try_to_unuse=self._try_to_unuse,
-                         events=self.events, gp_latencies_ns=system.rcu.latencies_ns)
+                         events=self.events, gp_latencies_ns=system.rcu.latencies_ns,
+                         lost_at_swapoff=self.swapoffs.lost_counts() if self.swapoffs is not None else ())
         if self.swapoffs is not None:
             self.swapoffs.add_to(res)
         if self.sampler is not None:

@@ -5,8 +5,9 @@ Every S seconds (multiprocess: the manager's clock; single process: every N step
 swapoff (mm/swapon.py ``swapoff``: ``del_from_avail_list``, ``wait_for_allocation``,
 ``try_to_unuse``, the ref drain, ``flush_percpu_swap_cluster``, ``free_cluster_info``), is
 accounted as at the end of a run (no table, slot or lost cluster unexplained), and comes back with
-``swapon_again`` (the same size, kind, discard setting and priority; the per-CPU ``offset[]``
-values stay stale, as in the kernel).
+``swapon_again`` (the same size, kind, discard setting and requested priority: a device without one
+gets the new lowest default priority, as the kernel's swapon does; the per-CPU ``offset[]`` values
+stay stale, as in the kernel).
 
 ``try_to_unuse`` during a run.  The slots are held by the CPUs (their allocation records) and by
 the hand-off ring.  The manager posts a request (generation, swap type) in the control segment;
@@ -114,6 +115,7 @@ class SwapoffEvents:
     def __init__(self, model: Model, cfg: Config) -> None:
         self.model, self.system, self.cfg = model, model.system, cfg
         self.every_s = cfg.swapoff_every
+        # the priority each swapon asks for (-1: none, a new lowest at each swapon_again)
         self.prios = [prio for _, prio in cfg.device_configs()]
         self.next_type = 0
         self.gen = 0
@@ -175,6 +177,11 @@ class SwapoffEvents:
                                                        f"on no list after swapoff (count {int(clu['count'][c])}, "
                                                        "table NULL) and no recorded seed event explains it",
                                                        "I-conservation"))
+
+    def lost_counts(self) -> list[int]:
+        """Per swap type, the lost clusters this run's swapoffs found (``finish_run``'s
+        ``lost_at_swapoff``: ``swapon_again`` cleared the device's words)."""
+        return [sum(f["lost_at_swapoff"].values()) for f in self.figures]
 
     def summary(self) -> dict:
         stats = self.system.shm.workers["stats"]

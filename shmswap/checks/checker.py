@@ -426,14 +426,20 @@ class _Checker:
                     self.bad("I-hdd", "global_cluster", f"next[{o}] = {int(off)} misaligned")
 
     def check_locks(self) -> None:
+        """No lock held: each device's own words (its clusters', ``si->lock``,
+        ``global_cluster_lock``, the avail-lock word of its record, its slab's) on every device; the
+        per-CPU ``percpu_swap_cluster.lock`` (one per CPU for all devices, as the kernel's
+        ``DEFINE_PER_CPU(struct percpu_swap_cluster, ...)``; a segment every device's ``shm``
+        shares) on the first device only, so that a held one is reported once, not once per device."""
         shm = self.shm
+        first = getattr(shm, "primary", None) is None
         held = np.flatnonzero(shm.clu["lock"] != 0)
         for c in held[:20]:
             self.bad("no lock held at quiescence", f"cluster {c}", f"ci->lock word {int(shm.clu['lock'][c]):#x}")
         for name in ("si_lock", "global_lock", "avail_lock"):
             if int(shm.dev[name]):
                 self.bad("no lock held at quiescence", "swap_info", f"{name} held")
-        for cpu in np.flatnonzero(shm.pcp["lock"] != 0):
+        for cpu in np.flatnonzero(shm.pcp["lock"] != 0) if first else ():
             self.bad("no lock held at quiescence", f"CPU {cpu}", "local lock held")
         if int(shm.slab_hdr["lock"]):
             self.bad("no lock held at quiescence", "slab", "slab_lock held")

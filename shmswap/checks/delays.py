@@ -24,10 +24,14 @@ preemption-point hook, so no lock pays a Python call for it), in every CPU worke
 * A long delay waits for the event, not for a fixed time.  It ends as soon as the table went back
   to the page pool, or was reused (page mode), or, reused for another cluster in slab mode, holds
   a cached folio at the reader's slot; it gives up early when the cluster is being refilled (its
-  count grew back by ``REFILL_SLOTS``) or the reused table's slot was filled and written back
-  (a shadow: nothing left to see).  While a CPU allocating in the reused table's cluster is at most
-  ``SPIN_AHEAD`` slots below the reader's slot, it spins instead of sleeping (for at most
-  ``SPIN_S`` at a time): the folio sits in the swap cache only until its writeback, microseconds.
+  count grew back by ``REFILL_SLOTS``) or has stopped draining (its count has not dropped for
+  ``STALL_S``: a cluster whose last entries are young; the reader takes no long delay there again
+  until its count moves), or when the reused table's slot was filled and written back (a shadow:
+  nothing left to see).  Once the table is freed, its bound is ``LONG_S`` from the free, whatever
+  was drawn: reuse or the page's return is what the delay is for.  While a CPU allocating in the
+  reused table's cluster is at most ``SPIN_AHEAD`` slots below the reader's slot, it spins instead
+  of sleeping (for at most ``SPIN_S`` at a time): the folio sits in the swap cache only until its
+  writeback, microseconds.
 * a worker starts no long delay while its delays add up to more than ``BUDGET`` of its run time,
   which bounds the throughput they cost.
 
@@ -52,13 +56,14 @@ from ..mm.task import REC_OP
 from ..substrate.observe import Observer
 
 __all__ = ["ReaderDelays", "SHORT_P", "SHORT_US", "LONG_P_NEAR", "NEAR_EMPTY", "REFILL_SLOTS",
-           "LONG_S", "BUDGET", "SPIN_AHEAD", "SPIN_S"]
+           "LONG_S", "BUDGET", "SPIN_AHEAD", "SPIN_S", "STALL_S"]
 
 SHORT_P = 0.01          # share of reads delayed a little
 SHORT_US = 50           # at most this many microseconds
 LONG_P_NEAR = 0.3       # share of lookups in a cluster being drained that are delayed long
 NEAR_EMPTY = 1 / 4      # being drained: count at most this share of the cluster's slots, ...
-REFILL_SLOTS = 16       # ... and abandoned once it has grown back by this many slots
+REFILL_SLOTS = 16       # ... and abandoned once it has grown back by this many slots,
+STALL_S = 0.05          # ... or once its count has not dropped for this long
 LONG_S = 0.5            # at most this many seconds
 BUDGET = 0.05           # no long delay while the delays add up to more than this share of the time
 SPIN_AHEAD = 64         # spin (not sleep) while an allocating CPU is this close below the reader's slot
@@ -82,6 +87,7 @@ class ReaderDelays(Observer):
         self.near = int(system.si.spc * NEAR_EMPTY)
         self.short = self.long = 0          # how many delays of each kind were taken
         self.delayed_s = 0.0                # time spent delaying
+        self.stalled: dict[tuple[int, int], int] = {}   # (device, cluster): its count when a wait gave up
         self.t0 = time.monotonic()
 
     def reader_window(self, wid: int, ci: int, table: int, off: int) -> None:
@@ -107,8 +113,9 @@ class ReaderDelays(Observer):
 
     def _being_drained(self, si, ci: int) -> bool:
         """Cluster ``ci`` of ``si`` is nearly empty and no CPU's per-CPU cluster (those fill, not drain)."""
-        if not 0 < si.cq[ci * _CW + _C_COUNT] <= self.near:
-            return False
+        count = si.cq[ci * _CW + _C_COUNT]
+        if not 0 < count <= self.near or self.stalled.get((si.type, ci)) == count:
+            return False                        # (one this reader saw stall has not moved since)
         return self._allocating_cpu(si, ci, -1) < 0
 
     def _allocating_cpu(self, si, ci: int, slot: int) -> int:
@@ -129,7 +136,9 @@ class ReaderDelays(Observer):
         objs, tables, folios, cq = shm.objs, shm.tables_np, si.folios, si.cq
         gen0 = int(objs["gen"][table])
         low = int(cq[ci * _CW + _C_COUNT])
-        deadline = time.monotonic() + max_s
+        progress = time.monotonic()
+        deadline = progress + max_s
+        freed = False
         while time.monotonic() < deadline:
             time.sleep(_POLL_S)
             if objs["state"][table] == OBJ_POOL:
@@ -137,13 +146,17 @@ class ReaderDelays(Observer):
             owner = int(objs["owner"][table])
             if owner == ci and objs["gen"][table] == gen0:      # still the table of the reader's cluster
                 count = int(cq[ci * _CW + _C_COUNT])
+                now = time.monotonic()
                 if count < low:
-                    low = count
-                elif count >= low + REFILL_SLOTS:
-                    return                      # refilled, not drained: it will not empty soon
+                    low, progress = count, now
+                elif count >= low + REFILL_SLOTS or now - progress > STALL_S:
+                    self.stalled[si.type, ci] = count
+                    return                      # refilled, or not draining: it will not empty soon
                 continue
-            if owner < 0:
-                continue                        # freed, not yet reused nor back in the pool
+            if owner < 0:                       # freed, not yet reused nor back in the pool:
+                if not freed:                   # what comes next is what the delay is for
+                    freed, deadline = True, max(deadline, time.monotonic() + self.long_s)
+                continue
             if si.slab.mode == "page":
                 return
             tb = int(tables[table, off])

@@ -15,14 +15,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import fields
 from importlib import resources
 
+from ..config import Config, ConfigError
 from ..finish import finish_run
 from ..report import render
 from ..runner.deterministic import ScheduleFailure
 from ..runner.detproc import release_and_warnings, run_deterministic_processes
-from ..runner.script import parse_script, run_deterministic, run_script
-from .common import error
+from ..runner.driver import StopSignals, failed_result
+from ..runner.script import config_value, parse_script, run_deterministic, run_script
+from .common import cut, cut_path, error, write_atomically
 
 __all__ = ["add_parser", "main", "race_names", "read_script", "run_deterministic_command"]
 
@@ -45,12 +48,21 @@ def read_script(name: str) -> str:
 
 
 def _overrides(sets: list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs; an unknown KEY or a value the field refuses: one line, exit 2."""
+    known = {f.name for f in fields(Config) if f.init}
     out = {}
     for s in sets or []:
         k, sep, v = s.partition("=")
         if not sep:
-            error(f"--set: expected KEY=VALUE, got {s!r}")
-        out[k.replace("-", "_")] = int(v) if v.isdigit() else v
+            error(f"--set: expected KEY=VALUE, got {cut(repr(s))}")
+        key = k.strip().replace("-", "_")
+        if key not in known:
+            error(f"--set: no configuration field {cut(repr(k))} (e.g. alloc_table, cpus, seed)")
+        out[key] = config_value(v)
+        try:
+            Config().with_(**{key: out[key]})        # the value alone; with the script's config at parse
+        except (ConfigError, ValueError, TypeError) as e:
+            error(f"--set {cut(s)}: {e}")
     return out
 
 
@@ -97,7 +109,19 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run_deterministic_command(cfg, record: str | None, write_json, processes: bool = False) -> int:
-    """``shmswap run --deterministic [--processes]``: the workload under the scheduler, the usual report."""
+    """``shmswap run --deterministic [--processes]``: the workload under the scheduler, the usual report.
+
+    ``write_json(result, run_status, exit_status)`` writes ``--json`` and returns the exit status.
+    Ctrl-C or SIGTERM: no CPU begins another operation, the run ends in order (check, report, JSON
+    with run_status "interrupted", exit 130/143), unrecorded; a second signal stops the schedule
+    at once (run_status "aborted").  A run that stops (a crash, a deadlock, a task process that
+    died) writes a failed result whose violation says why.
+    """
+    with StopSignals() as signals:
+        return _run_deterministic(cfg, record, write_json, processes, signals)
+
+
+def _run_deterministic(cfg, record: str | None, write_json, processes: bool, signals) -> int:
     t0 = time.perf_counter()
 
     def finish(model, sched):
@@ -110,23 +134,42 @@ def run_deterministic_command(cfg, record: str | None, write_json, processes: bo
                                       "digest": f"{sched.digest:016x}"}
         return res
 
+    stop = signals.received
     try:
         if processes:
-            run, _ = run_deterministic_processes(cfg, record, finish)
+            run, text = run_deterministic_processes(cfg, None, finish, stop=stop)
         else:
-            run, _ = run_deterministic(cfg, record, finish)
+            run, text = run_deterministic(cfg, None, finish, stop=stop)
     except ScheduleFailure as e:
-        sys.stderr.write(f"shmswap: deterministic run stopped: {e}\n")
-        return 1
-    except OSError as e:
-        sys.stderr.write(f"shmswap: error: --record: {e.strerror or e}\n")
-        return 1
+        return _stopped(cfg, write_json, f"deterministic run stopped: {e}", signals)
+    except OSError as e:               # the segments or the task processes could not be made
+        return _stopped(cfg, write_json, f"deterministic run failed: {e.strerror or e}", signals)
     if run.finished is None:
-        sys.stderr.write(f"shmswap: deterministic run stopped: {run.failure}\n")
-        return 1
+        return _stopped(cfg, write_json, f"deterministic run stopped: {run.failure}", signals)
     res = run.finished
+    if signals.first:
+        res.extra["interrupted"] = signals.first
+        res.notes.append(f"interrupted by {signals.first} at step {run.steps:,}: no CPU began another operation; "
+                         "the check and the report ran on what was done" + ("; the schedule was not recorded "
+                                                                            "(it would not replay)" if record else ""))
     status = res.exit_status(cfg.strict)
     print(render(res, cfg.strict))
-    if record:
-        print(f"schedule recorded in {record} ({run.steps:,} steps): shmswap replay {record}")
-    return write_json(res, status)
+    if record and text:
+        try:
+            write_atomically(record, text)
+            print(f"schedule recorded in {record} ({run.steps:,} steps): shmswap replay {record}")
+        except OSError as e:
+            sys.stderr.write(f"shmswap: error: --record: cannot write {cut_path(record)}: {e.strerror or e}\n")
+            status = max(status, 1)
+    return write_json(res, "interrupted" if signals.first else "completed", status)
+
+
+def _stopped(cfg, write_json, reason: str, signals) -> int:
+    """A run that produced no result: say why, and write a failed result (the reason its violation)."""
+    sys.stderr.write(f"shmswap: {reason}\n")
+    res = failed_result(cfg, reason)
+    status = 1
+    if signals.first:
+        res.extra["interrupted"] = signals.first
+        status = res.exit_status(cfg.strict)
+    return write_json(res, "aborted", status)

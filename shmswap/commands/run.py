@@ -20,7 +20,7 @@ import sys
 from ..config import DEFAULT_ORDERS, Config, ConfigError, check_seconds
 from ..report import render
 from ..runner.driver import RunAborted, failed_result, run_multiprocess
-from .common import check_output_path, cut_message, cut_path, float_arg, int_arg, progress_bar, write_atomically
+from .common import check_output_path, cut, cut_message, cut_path, float_arg, int_arg, progress_bar, write_atomically
 from .replay import run_deterministic_command
 
 __all__ = ["add_parser", "config_from_args", "main"]
@@ -80,7 +80,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--reader-delay-us", type=int_arg, default=0,
                    help="hold CPU 0's lockless readers in their window up to N us (race window)")
     r.add_argument("--reader-delays", default=d.reader_delays,
-                   help="on|off (default off): rcutorture-style random delays inside every CPU's read sections "
+                   help="on|off: rcutorture-style random delays inside every CPU's read sections "
                         "(experimental: about 6-9%% slower; a default 6 s run recycles too few tables for them "
                         "to catch --reader broken or --rcu none)")
     r.add_argument("--lockdep", action="store_true",
@@ -94,16 +94,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--trace-lock-ns", type=int_arg, default=d.trace_lock_ns,
                    help="trace lock waits of at least this many ns")
     r.add_argument("--deterministic", action="store_true",
-                   help="run every CPU and the manager as tasks of one process under the deterministic scheduler "
-                        "(one task between preemption points, chosen by --seed): the same seed gives the same "
-                        "trace and state bit for bit; --ops operations (default 2000); real processes are not "
-                        "scheduled deterministically")
+                   help="run every CPU and the manager under the deterministic scheduler (one task between "
+                        "preemption points, chosen by --seed), as tasks of one process (or, with --processes, "
+                        "each its own process): the same seed gives the same trace and state bit for bit; "
+                        "--ops operations (default 2000); options that need real time (--seconds, --trace, "
+                        "--sample-ms, --pin, ...) are refused")
     r.add_argument("--record", default=None, metavar="FILE",
                    help="with --deterministic: write the schedule as a replayable script (shmswap replay FILE)")
     r.add_argument("--processes", action="store_true",
                    help="with --deterministic: run every CPU and the manager as its own OS process on the shared "
                         "segments, handing control between processes at the same points; the trace, state, "
-                        "check and recording equal the threads mode's bit for bit (default: off, tasks are "
+                        "check and recording equal the threads mode's bit for bit (without it the tasks are "
                         "threads of one process)")
     r.set_defaults(func=main)
     return r
@@ -141,14 +142,18 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"shmswap: error: {bad_path}\n")
         return 2
     processes = getattr(args, "processes", False)
-    if cfg.swapoff_every and (getattr(args, "deterministic", False) or getattr(args, "record", None)):
-        sys.stderr.write("shmswap: error: --swapoff-every: not with --deterministic\n")
-        return 2
-    if processes and not getattr(args, "deterministic", False):
-        sys.stderr.write("shmswap: error: --processes: only with --deterministic\n")
-        return 2
-    if getattr(args, "deterministic", False) or getattr(args, "record", None):
-        return run_deterministic_command(cfg, args.record, lambda res, st: _write_json(cfg, res, "completed", st),
+    deterministic = getattr(args, "deterministic", False)
+    record = getattr(args, "record", None)
+    for option, given in (("--processes", processes), ("--record", record is not None)):
+        if given and not deterministic:
+            sys.stderr.write(f"shmswap: error: {option}: only with --deterministic\n")
+            return 2
+    if deterministic:
+        refused = _not_deterministic(args, cfg, processes) or check_output_path("--record", record)
+        if refused:
+            sys.stderr.write(f"shmswap: error: {refused}\n")
+            return 2
+        return run_deterministic_command(cfg, record, lambda res, rs, st: _write_json(cfg, res, rs, st),
                                          processes=processes)
     try:
         total = cfg.ops if cfg.ops else float(cfg.seconds)
@@ -166,6 +171,37 @@ def main(args: argparse.Namespace) -> int:
     status = res.exit_status(cfg.strict)
     print(render(res, cfg.strict))
     return _write_json(cfg, res, "interrupted" if _signal_status(res) else "completed", status)
+
+
+# Options of a multiprocess run that a deterministic run cannot honour, and why: (dest, reason).
+# A value other than the default is refused (exit 2) rather than silently ignored.
+_REAL_TIME_ONLY = (
+    ("seconds", "a deterministic run does --ops operations (default 2000), not a time"),
+    ("trace", "the trace-event timeline is of real time; a deterministic run's trace is its schedule "
+              "(shmswap replay FILE --trace on its --record)"),
+    ("trace_limit", "only with --trace, which a deterministic run refuses"),
+    ("trace_lock_ns", "only with --trace, which a deterministic run refuses"),
+    ("sample_ms", "sampling is by real time; a deterministic run has no clock"),
+    ("pin", "one task runs at a time: nothing to pin"),
+    ("watchdog_s", "the deterministic scheduler names a deadlock itself (a task process's death or a stall: "
+                   "the driver's watchdog)"),
+    ("swapoff_every", "the scheduler has no swapoff task"),
+    ("reader_delay_us", "a real-time delay; the scheduler decides who runs inside a reader's window"),
+    ("reader_delays", "real-time delays; the scheduler decides who runs inside a read section"),
+    ("sleep_latency_us", "a real-time latency; the sleeping allocation is a scheduling step"),
+)
+
+
+def _not_deterministic(a: argparse.Namespace, cfg: Config, processes: bool) -> str | None:
+    """A one-line error for the first option a deterministic run would ignore, or None."""
+    d = Config()
+    for dest, why in _REAL_TIME_ONLY:
+        value = a.seconds if dest == "seconds" else getattr(cfg, dest)    # cfg: normalised (ON -> on)
+        if value != getattr(d, dest):
+            return f"--{dest.replace('_', '-')} {cut(str(value))}: not with --deterministic: {why}"
+    if not processes and cfg.start_method != d.start_method:
+        return f"--start-method {cut(cfg.start_method)}: only with --processes (the threads mode starts no process)"
+    return None
 
 
 def _signal_status(res) -> int:

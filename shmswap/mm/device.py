@@ -31,14 +31,14 @@ from .folio import Folios
 from .percpu import PercpuSwapCluster
 from .rcu import Rcu
 from .slab import TableSlab
-from .swap import SWAP_USAGE_COUNTER_MASK, SWAP_USAGE_OFFLIST_BIT, SWP_WRITEOK
+from .swap import SWAP_USAGE_COUNTER_MASK, SWAP_USAGE_OFFLIST_BIT, SWP_WRITEOK, KernelBug
 from .task import Current
 
 __all__ = [
     "SwapInfo", "swap_usage_add", "swap_usage_sub", "get_swap_device_info", "put_swap_device",
     "vm_swap_full", "swap_usage_in_pages", "add_to_avail_list", "del_from_avail_list",
     "SI_LOCK_OFF", "GLOBAL_LOCK_OFF", "AVAIL_LOCK_OFF", "CI_BYTES", "plist_types", "plist_add", "plist_del",
-    "plist_requeue",
+    "plist_requeue", "avail_prio",
 ]
 
 # Byte offsets of the device's lock words and hot counters, from the generated record.
@@ -186,17 +186,43 @@ def plist_types(si: SwapInfo, base: int) -> list[int]:
     return [q[base + 1 + i] for i in range(q[base])]
 
 
+def avail_prio(dev: SwapInfo) -> int:
+    """The device's rank on ``swap_avail_heads[nid]``, in swap order (higher first).
+
+    ``setup_swap_info`` at 07adc4cf: ``if (si->prio >= 0) si->avail_lists[i].prio = -si->prio;
+    else { if (swap_node(si) == i) si->avail_lists[i].prio = 1; else ... = -si->prio; }``.  The
+    model has one NUMA node and takes it as every device's ``swap_node`` (a disk that reports
+    ``NUMA_NO_NODE`` would keep ``-si->prio`` on every node, and its default-priority devices
+    would not rotate): every device without a priority ranks equal (plist prio 1), below every
+    device with one (plist prio ``-prio`` <= 0), so ``swap_alloc_slow``'s requeue rotates
+    between them.  Swapoff's ``if (si->avail_lists[nid].prio != 1) ...prio--`` leaves that rank.
+    """
+    prio = dev.prio
+    return prio if prio >= 0 else -1
+
+
+def _rank(si: SwapInfo, base: int) -> Callable[[SwapInfo], int]:
+    """How plist ``base`` orders devices: ``avail_lists[0].prio`` on the avail list,
+    ``list.prio`` (``-si->prio``) on ``swap_active_head``; both negated to swap order."""
+    return avail_prio if base == si.avail_base else _swap_prio
+
+
+def _swap_prio(dev: SwapInfo) -> int:
+    return dev.prio
+
+
 def plist_add(si: SwapInfo, base: int) -> None:
-    """``plist_add``: after every device of a higher or equal priority."""
+    """``plist_add``: after every device of a higher or equal priority (see ``_rank``)."""
     q, devs = si.availq, si.devs
     n = q[base]
     types = [q[base + 1 + i] for i in range(n)]
     if si.type in types:
         return
-    prio = si.prio
+    rank = _rank(si, base)
+    prio = rank(si)
     pos = n
     for i, t in enumerate(types):
-        if devs[t].prio < prio:
+        if rank(devs[t]) < prio:
             pos = i
             break
     types.insert(pos, si.type)
@@ -225,9 +251,10 @@ def plist_requeue(si: SwapInfo, base: int) -> None:
     if si.type not in types:
         return
     i = types.index(si.type)
-    prio = si.prio
+    rank = _rank(si, base)
+    prio = rank(si)
     j = i
-    while j + 1 < n and devs[types[j + 1]].prio == prio:
+    while j + 1 < n and rank(devs[types[j + 1]]) == prio:
         j += 1
     if j == i:
         return
@@ -237,8 +264,16 @@ def plist_requeue(si: SwapInfo, base: int) -> None:
         q[base + 1 + k] = t
 
 
+def _assert_si_lock_held(si: SwapInfo, where: str) -> None:
+    """``lockdep_assert_held(&si->lock)`` of the swapon / swapoff branches (not on the hot path)."""
+    if not si.devr.held_by_me(SI_LOCK_OFF):
+        raise KernelBug(f"lockdep: {where} without si->lock held by worker {si.cur.wid}")
+
+
 def del_from_avail_list(si: SwapInfo, swapoff: bool) -> None:
     """Models ``del_from_avail_list()``: take the device off the avail list, setting OFFLIST."""
+    if swapoff:                          # lockdep_assert_held(&si->lock), checked before locking
+        _assert_si_lock_held(si, "del_from_avail_list(si, true)")
     si.swap_avail_lock()
     if swapoff:
         si.devq[_FLAGS] &= ~SWP_WRITEOK
@@ -256,12 +291,37 @@ def del_from_avail_list(si: SwapInfo, swapoff: bool) -> None:
 
 
 def add_to_avail_list(si: SwapInfo, swapon: bool) -> None:
-    """Models ``add_to_avail_list()``: put the device back, clearing OFFLIST."""
+    """Models ``add_to_avail_list()``: put the device back, clearing OFFLIST.
+
+    As at 07adc4cf, line for line::
+
+        if (swapon) { lockdep_assert_held(&si->lock); si->flags |= SWP_WRITEOK; }
+        else if (!(READ_ONCE(si->flags) & SWP_WRITEOK)) goto skip;
+        if (!(atomic_long_read(&si->inuse_pages) & SWAP_USAGE_OFFLIST_BIT)) goto skip;
+        val = atomic_long_fetch_and_relaxed(~SWAP_USAGE_OFFLIST_BIT, &si->inuse_pages);
+        pages = si->pages;
+        if (val == pages) { if (atomic_long_try_cmpxchg(&si->inuse_pages, &pages,
+                                                         pages | SWAP_USAGE_OFFLIST_BIT)) goto skip; }
+        for_each_node(nid) plist_add(&si->avail_lists[nid], &swap_avail_heads[nid]);
+
+    ``val`` is the value *before* the bit was cleared (``fetch_and`` returns the old value), and
+    the bit was seen set under ``swap_avail_lock``, which every setter and clearer of the bit holds:
+    ``val`` always carries the bit, ``val == pages`` never holds, and a device that an allocator
+    filled between the freer's ``swap_usage_sub`` and this lock goes back on the list full
+    (reference §2.5).  The model keeps the kernel's test as written, so it does not fire either;
+    ``swap_alloc_slow`` then finds the full device on the list, fails on it and moves on.
+    """
+    if swapon:                           # lockdep_assert_held(&si->lock), checked before locking
+        _assert_si_lock_held(si, "add_to_avail_list(si, true)")
     si.swap_avail_lock()
     if swapon:
         si.devq[_FLAGS] |= SWP_WRITEOK
     if si.devq[_FLAGS] & SWP_WRITEOK and si.devr.load(_INUSE_OFF) & SWAP_USAGE_OFFLIST_BIT:
-        si.devr.fetch_add(_INUSE_OFF, -SWAP_USAGE_OFFLIST_BIT)
+        val = si.devr.fetch_add(_INUSE_OFF, -SWAP_USAGE_OFFLIST_BIT)     # the old value, bit set
+        pages = si.devq[_PAGES]
+        if val == pages and si.devr.cmpxchg(_INUSE_OFF, pages, pages | SWAP_USAGE_OFFLIST_BIT) == pages:
+            si.swap_avail_unlock()
+            return
         si.devq[_ON_AVAIL] = 1
         plist_add(si, si.avail_base)
     si.swap_avail_unlock()

@@ -1,10 +1,12 @@
 """Swapon and swapoff: a device's setup and its teardown in the kernel's order (reference §8).
 
 Models, in mm/swapfile.c: ``setup_clusters`` with ``inc_cluster_info_page``, ``setup_swap_map``,
-``enable_swap_info``; and for swapoff, ``del_from_avail_list``, ``wait_for_allocation``,
-``try_to_unuse`` (the caller's), ``percpu_ref_kill`` and the wait for ``si->users``,
-``synchronize_rcu``, the ``flush_work`` of both work items, ``flush_percpu_swap_cluster`` and
-``free_cluster_info``.
+``setup_swap_info`` / ``enable_swap_info``; and for swapoff, in SYSCALL swapoff's order at
+07adc4cf: under ``si->lock`` ``del_from_avail_list``, the default priorities moved up and
+``plist_del`` from ``swap_active_head``; then ``wait_for_allocation``, ``try_to_unuse`` (the
+caller's), ``percpu_ref_kill``, ``synchronize_rcu``, the wait for ``si->users``
+(``wait_for_completion``), the ``flush_work`` of both work items, ``flush_percpu_swap_cluster``
+and ``free_cluster_info``.
 
 Swapon initialises the segments with numpy in whole-array steps: a 1 TiB device (2^28 slots,
 524288 clusters) is set up without a Python loop over clusters, and the swap_map and table memory
@@ -33,7 +35,6 @@ from .swap import (
     SWP_PAGE_DISCARD,
     SWP_SOLIDSTATE,
     SWP_USED,
-    SWP_WRITEOK,
 )
 from .work import flush_scheduled_work
 
@@ -41,7 +42,7 @@ __all__ = ["swapon", "enable_swap_info", "swapoff", "wait_for_allocation", "free
            "reserved_slots_per_cluster", "swapon_again"]
 
 _USERS_OFF = 8 * DEVICE.users
-_PRIO, _ON_AVAIL = DEVICE.prio, DEVICE.on_avail
+_PRIO, _LEAST = DEVICE.prio, DEVICE.least_priority
 
 
 def reserved_slots_per_cluster(cfg: Config) -> np.ndarray:
@@ -59,7 +60,8 @@ def swapon(shm: SwapShm, slab: TableSlab) -> None:
 
     Models ``setup_clusters`` (eager tables and counts for the header, bad pages and the tail of the
     last cluster through ``inc_cluster_info_page``; every other cluster on ``free_clusters`` in
-    index order), ``setup_swap_map`` and ``enable_swap_info``.
+    index order) and ``setup_swap_map``, leaving the device as ``alloc_swap_info`` does (off the
+    avail list, ``users`` dead, ``SWP_WRITEOK`` clear) for ``enable_swap_info``.
     """
     cfg = shm.cfg
     nrc, maxp = cfg.nr_clusters, cfg.max_slots
@@ -87,27 +89,61 @@ def swapon(shm: SwapShm, slab: TableSlab) -> None:
     flags = SWP_USED | SWP_BLKDEV | (SWP_SOLIDSTATE if cfg.ssd else 0)
     if cfg.discard == "on":
         flags |= SWP_PAGE_DISCARD
-    dev["flags"] = flags | SWP_WRITEOK
+    dev["flags"] = flags             # SWP_WRITEOK comes with enable_swap_info's add_to_avail_list
     dev["max"] = maxp
     dev["pages"] = pages
-    dev["inuse_pages"] = 0           # enable_swap_info: on the avail list, OFFLIST clear
-    dev["on_avail"] = 1
+    dev["inuse_pages"] = SWAP_USAGE_OFFLIST_BIT      # alloc_swap_info: off the avail list
+    dev["on_avail"] = 0
     dev["nr_swap_pages"] = pages
     dev["total_swap_pages"] = pages
-    dev["users"] = 0
+    dev["users"] = 1                 # PERCPU_REF_INIT_DEAD until enable_swap_info resurrects it
     dev["global_next"][:] = 0
 
 
+def setup_swap_info(si: SwapInfo, prio: int) -> None:
+    """Models ``setup_swap_info()``'s priority (caller holds ``si->lock``)::
+
+        if (prio >= 0) si->prio = prio; else si->prio = --least_priority;
+
+    with ``static int least_priority = -1`` (07adc4cf): the first device swapped on without a
+    priority gets -2, the next -3.  ``least_priority`` is a word of device 0's record (the
+    kernel's ``swap_lock`` guards it; here only the manager swaps on and off, one at a time).
+    The plists' own priorities follow from ``si->prio`` (device.py ``avail_prio``).
+    """
+    if prio >= 0:
+        si.devq[_PRIO] = prio
+    else:
+        least = int(si.availq[_LEAST]) - 1
+        si.availq[_LEAST] = least
+        si.devq[_PRIO] = least
+
+
 def enable_swap_info(si: SwapInfo, prio: int) -> None:
-    """Models ``enable_swap_info()``'s lists: set the priority, then under ``swap_avail_lock``
-    add the device to ``swap_active_head`` and ``swap_avail_head`` (plist order: by priority,
-    behind the devices of the same priority)."""
+    """Models ``enable_swap_info()`` / ``_enable_swap_info()`` for a device whose segments are set
+    up, off the avail list (``inuse_pages`` = OFFLIST, ``SWP_WRITEOK`` clear)::
+
+        spin_lock(&swap_lock); spin_lock(&si->lock); setup_swap_info(si, prio, ...); unlock both;
+        percpu_ref_resurrect(&si->users);
+        spin_lock(&swap_lock); spin_lock(&si->lock);
+        _enable_swap_info(si): ... plist_add(&si->list, &swap_active_head); add_to_avail_list(si, true);
+        spin_unlock(&si->lock); spin_unlock(&swap_lock);
+
+    ``prio`` < 0: no priority given (the swapon syscall's -1), ``--least_priority``.  The model
+    has no ``swap_lock`` (swapon and swapoff are the manager's, one at a time); its
+    ``swap_active_head`` is kept under ``swap_avail_lock``, taken inside ``si->lock`` as
+    ``add_to_avail_list`` takes it (reference §2.6: si->lock → swap_avail_lock).  The counters are
+    the callers' (``swapon``, ``swapon_again``).
+    """
+    si.si_lock()
+    setup_swap_info(si, prio)
+    si.si_unlock()
+    si.devr.store(_USERS_OFF, 0)                     # percpu_ref_resurrect(&si->users)
+    si.si_lock()
     si.swap_avail_lock()
-    si.devq[_PRIO] = prio
     plist_add(si, si.active_base)
-    if si.devq[_ON_AVAIL]:
-        plist_add(si, si.avail_base)
     si.swap_avail_unlock()
+    add_to_avail_list(si, True)                      # SWP_WRITEOK, then on swap_avail_head
+    si.si_unlock()
 
 
 def _link_in_order(shm: SwapShm, lst: int, idx: np.ndarray) -> None:
@@ -135,20 +171,45 @@ def swapoff(si: SwapInfo, try_to_unuse: Callable[[SwapInfo], None], drain_timeou
     dev = si.shm.dev
     si.si_lock()
     del_from_avail_list(si, True)
+    si.swap_avail_lock()                 # the model's swap_active_head lock (no swap_lock)
+    if si.prio < 0:
+        _raise_lower_priorities(si)
+    plist_del(si, si.active_base)        # plist_del(&p->list, &swap_active_head)
+    si.swap_avail_unlock()
     si.nr_swap_pages_add(-int(dev["pages"]))
     dev["total_swap_pages"] -= dev["pages"]
     si.si_unlock()
     wait_for_allocation(si)
     try_to_unuse(si)
-    _kill_users(si, drain_timeout_s, idle)
+    si.devr.store(_USERS_OFF, 1)         # percpu_ref_kill(&p->users)
     si.rcu.synchronize_rcu()
+    _wait_for_users(si, drain_timeout_s, idle)      # wait_for_completion(&p->comp)
     flush_scheduled_work(si)
     si.pcp.flush(si.tag)
     free_cluster_info(si)
     dev["flags"] = 0
-    si.swap_avail_lock()
-    plist_del(si, si.active_base)        # off swap_active_head
-    si.swap_avail_unlock()
+
+
+def _raise_lower_priorities(p: SwapInfo) -> None:
+    """Swapoff of a device without a given priority (07adc4cf)::
+
+        if (p->prio < 0) {
+            plist_for_each_entry_continue(si, &swap_active_head, list) {
+                si->prio++; si->list.prio--;
+                for_each_node(nid) if (si->avail_lists[nid].prio != 1) si->avail_lists[nid].prio--;
+            }
+            least_priority++;
+        }
+
+    Every device after ``p`` on ``swap_active_head`` has a lower, so default, priority: each
+    moves up by one and the next default-priority swapon reuses the freed value.  The avail
+    rank of those devices is the node-local 1 (device.py ``avail_prio``) and does not change.
+    """
+    q, base, devs = p.availq, p.active_base, p.devs
+    types = [int(q[base + 1 + i]) for i in range(int(q[base]))]
+    for t in types[types.index(p.type) + 1:]:
+        devs[t].devq[_PRIO] += 1
+    q[_LEAST] += 1
 
 
 def wait_for_allocation(si: SwapInfo) -> None:
@@ -158,9 +219,8 @@ def wait_for_allocation(si: SwapInfo) -> None:
         ci_unlock(si, ci)
 
 
-def _kill_users(si: SwapInfo, timeout_s: float, idle: Callable[[], None] | None = None) -> None:
-    """``percpu_ref_kill`` + wait for the refs to drain (a sleeping allocator holds one)."""
-    si.devr.store(_USERS_OFF, 1)
+def _wait_for_users(si: SwapInfo, timeout_s: float, idle: Callable[[], None] | None = None) -> None:
+    """``wait_for_completion(&p->comp)``: the killed ref drains (a sleeping allocator holds one)."""
     refs = si.shm.workers["rec"]["ref"]
     deadline = time.monotonic() + timeout_s
     while refs.sum() != 0:
@@ -186,7 +246,9 @@ def free_cluster_info(si: SwapInfo) -> None:
 
 def swapon_again(si: SwapInfo, prio: int) -> None:
     """The swapon syscall for a device swapped off during the run (``--swapoff-every``), with its
-    size, kind, discard setting and priority, while the CPUs run.
+    size, kind, discard setting and requested priority, while the CPUs run.  ``prio`` is what the
+    swapon asks for, not what the device had: -1 (none given) gets ``--least_priority``, the new
+    lowest default priority, as ``setup_swap_info`` gives it.
 
     Models ``alloc_swap_info`` reusing the type (``inuse_pages = OFFLIST``, the ``users`` ref
     dead until resurrected), ``setup_clusters`` (every cluster re-initialised and relisted; eager
@@ -229,8 +291,7 @@ def swapon_again(si: SwapInfo, prio: int) -> None:
     dev["max"] = cfg.max_slots
     dev["pages"] = pages
     dev["flags"] = flags                             # SWP_WRITEOK comes with add_to_avail_list
-    dev["users"] = 0                                 # percpu_ref_resurrect(&si->users)
+    dev["users"] = 1                                 # still dead: enable_swap_info resurrects it
     si.nr_swap_pages_add(pages)
     dev["total_swap_pages"] += pages
-    enable_swap_info(si, prio)                       # swap_active_head (not on avail yet)
-    add_to_avail_list(si, True)
+    enable_swap_info(si, prio)                       # priority, ref, active list, avail list

@@ -96,6 +96,7 @@ class SwapSystem:
         system = None
         try:
             system = cls(cfg, shm, **kw)
+            shm.dev["least_priority"] = -1          # mm/swapfile.c: static int least_priority = -1
             for i, (dcfg, prio) in enumerate(cfg.device_configs()):
                 si = system.si if i == 0 else system.add_device(dcfg, SwapShm.create_device(dcfg, shm, i))
                 si.slab.init_empty()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import _thread
 import random
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -222,6 +223,11 @@ class Scheduler(Observer):
         self.fail_atomic = 0
         self.fail_sleeping = 0
         self.on_step: Callable[[Scheduler, SchedTask], None] | None = None
+        # The stop signals received (Ctrl-C, SIGTERM: ``driver.StopSignals.received``): once there
+        # are ``stop_after`` of them the run stops at the next step ("interrupted").  A workload run
+        # stops at the first by itself (no CPU begins another operation); this is for the second.
+        self.stop: list[int] = []
+        self.stop_after = 1
         self._main = _thread.allocate_lock()
         self._main.acquire()
         # Each device has its own cluster, device and slab regions; the point names a lock's class
@@ -385,6 +391,9 @@ class Scheduler(Observer):
                 f"{x.name} {self.why_not(x.idx)}" for x in self.tasks if not x.done))
         if self.max_steps is not None and self.step >= self.max_steps:
             self._fail("limit", f"step limit {self.max_steps} reached")
+        if len(self.stop) >= self.stop_after:
+            self._fail("interrupted", f"interrupted by {' and '.join(signal.Signals(s).name for s in self.stop)} "
+                       f"at step {self.step}")
         try:
             nxt = self.policy.choose(self, runnable, cur)
         except Divergence as e:

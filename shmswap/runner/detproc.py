@@ -45,6 +45,7 @@ from workers.workload import Workload
 from ..config import Config
 from ..model import Model
 from ..substrate import _prim
+from ..substrate.files import write_atomically
 from ..substrate.lifeline import Lifeline
 from ..substrate.proc import set_comm
 from .deterministic import OP, SchedAbort, ScheduleFailure, Scheduler, task_name
@@ -75,10 +76,10 @@ RNG_SLOTS = 8
 
 # Header words of the shared block.
 H_RUNNING, H_STEP, H_DIGEST, H_FG_RAN, H_ABORTING, H_CLOSING, H_FINISHED, H_BUDGET = range(8)
-H_XFER_VER, H_XFER_LEN, H_FAIL_LEN, H_FAIL_KIND = range(8, 12)
+H_XFER_VER, H_XFER_LEN, H_FAIL_LEN, H_FAIL_KIND, H_STOP = range(8, 13)
 HDR = 16
 TASK_WORDS = 4                  # pending kind, a, b; done
-FAIL_KINDS = ("divergence", "script", "deadlock", "limit", "crash", "died", "stuck")
+FAIL_KINDS = ("divergence", "script", "deadlock", "limit", "crash", "died", "stuck", "interrupted")
 
 
 class ProcessDied(RuntimeError):
@@ -181,6 +182,12 @@ class SharedBudget:
     def left(self, v: int) -> None:
         self.ctl.q[H_BUDGET] = v
 
+    @property
+    def stop(self) -> bool:
+        """The driver got a stop signal: no CPU begins another operation (a word of its own: the
+        running process's read-modify-write of the budget would lose the driver's store)."""
+        return bool(self.ctl.q[H_STOP])
+
 
 class ProcWorkload:
     """script.WorkloadProgram on the shared budget."""
@@ -192,7 +199,7 @@ class ProcWorkload:
         return False
 
     def pop(self):
-        if self.budget.left <= 0:
+        if self.budget.left <= 0 or self.budget.stop:
             return None
         self.budget.left -= 1
         return self.load.step
@@ -523,11 +530,15 @@ def task_main(cfg: Config, n_workers: int, names, idx: int, ctl: SharedControl, 
 # -- the driver ----------------------------------------------------------------------------------------------
 
 def run_processes(text: str | Script, *, policy=None, finish: Callable | None = None, max_steps: int | None = None,
-                  stall_s: float = STALL_S, start_method: str | None = None) -> ScriptRun:
+                  stall_s: float = STALL_S, start_method: str | None = None,
+                  stop: list[int] | None = None) -> ScriptRun:
     """Run a workload script with every task a process; the result equals ``run_script``'s.
 
     ``finish(model, sched)`` runs at the end (as in ``run_script``), with ``sched.release_all()``
     freeing what the CPUs hold (their share of ``try_to_unuse``) and ``sched.all_warnings()``.
+    ``stop``: the stop signals the driver receives (a list that grows, ``driver.StopSignals``): at
+    the first no CPU begins another operation and the run ends in order; at the second the
+    schedule stops at the next step (failure kind ``interrupted``).
     """
     script = parse_script(text) if isinstance(text, str) else text
     if script.workload is None or script.stmts:
@@ -564,7 +575,7 @@ def run_processes(text: str | Script, *, policy=None, finish: Callable | None = 
                 procs.append(p)
                 conns.append(mine)
             _await_ready(conns, procs)
-            _drive(sched, ctl, procs, conns, shipments, stall_s)
+            _drive(sched, ctl, procs, conns, shipments, stall_s, stop if stop is not None else [])
             _teardown(sched, ctl, procs, conns, shipments)
             ended = True
             sched._load()                                 # the RNGs as the last task left them
@@ -602,8 +613,11 @@ def _await_ready(conns: list, procs: list) -> None:
 
 
 def _drive(sched: ProcScheduler, ctl: SharedControl, procs: list, conns: list, shipments: dict,
-           stall_s: float) -> None:
-    """Make the first choice, then watch: the run ends when control comes back to the driver."""
+           stall_s: float, stop: list[int]) -> None:
+    """Make the first choice, then watch: the run ends when control comes back to the driver.
+
+    A stop signal (in ``stop``): the first tells the CPUs to begin no further operation, the second
+    stops the schedule where it is."""
     try:
         first = sched._choose(None)
     except SchedAbort:
@@ -616,6 +630,13 @@ def _drive(sched: ProcScheduler, ctl: SharedControl, procs: list, conns: list, s
     last_step, last_t = sched.step, time.monotonic()
     q = ctl.q
     while True:
+        if stop and not q[H_STOP]:
+            q[H_STOP] = 1
+        if len(stop) > 1:
+            sched.set_failure("interrupted", f"interrupted by {' and '.join(signal.Signals(s).name for s in stop)} "
+                              f"at step {sched.step}")
+            sched.aborting = True
+            return
         if ctl.driver.acquire(timeout=0.1) and q[H_RUNNING] == DRIVER:
             sched.schedule_s = time.perf_counter() - sched.started_at
             return
@@ -710,14 +731,15 @@ def _result(script: Script, model: Model, sched: ProcScheduler, trace: list, che
     return out
 
 
-def run_deterministic_processes(cfg: Config, record: str | None = None, finish=None) -> tuple[ScriptRun, str]:
-    """``script.run_deterministic`` with every task a process: the same run, the same recording."""
+def run_deterministic_processes(cfg: Config, record: str | None = None, finish=None,
+                                stop: list[int] | None = None) -> tuple[ScriptRun, str]:
+    """``script.run_deterministic`` with every task a process: the same run, the same recording
+    (none after a stop signal)."""
     script = parse_script(deterministic_script(cfg))
-    run = run_processes(script, finish=finish)
-    text = record_text(parse_script(script.text), run) if run.failure_kind is None else ""
+    run = run_processes(script, finish=finish, stop=stop)
+    text = record_text(parse_script(script.text), run) if run.failure_kind is None and not stop else ""
     if record and text:
-        with open(record, "w") as f:
-            f.write(text)
+        write_atomically(record, text)
     return run, text
 
 

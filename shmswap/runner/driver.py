@@ -29,7 +29,7 @@ from ..config import Config
 from ..result import Result
 from ..substrate.shm import remove_orphaned_segments, unlink_by_name
 
-__all__ = ["run_multiprocess", "RunAborted", "failed_result", "STOP_SIGNALS"]
+__all__ = ["run_multiprocess", "RunAborted", "failed_result", "STOP_SIGNALS", "StopSignals"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -84,6 +84,9 @@ class _Signals:
     @property
     def first(self) -> str | None:
         return signal.Signals(self.received[0]).name if self.received else None
+
+
+StopSignals = _Signals      # the deterministic runs and explore stop on the same signals the same way
 
 
 def _budgets(cfg: Config) -> list[int | None]:

@@ -11,6 +11,7 @@ failure exactly.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class Exploration:
     steps: int                       # steps of the failing schedule
     shrunk_steps: int
     script: str                      # the shrunk, replayable script ("" if nothing found)
+    interrupted: str | None = None   # the stop signal that ended the search early (its name)
 
 
 def _describe(run: ScriptRun, until: str) -> str:
@@ -52,17 +54,19 @@ def _runs(choices: list[int]) -> list[list[int]]:
 
 
 def shrink(script: Script, choices: list[int], fails: Callable[[list[int]], ScriptRun | None],
-           budget: int = 300) -> list[int]:
+           budget: int = 300, stop: list[int] | None = None) -> list[int]:
     """Greedy: remove runs of choices while the replay still fails; returns the actual choices
-    of the last failing replay, with the tail that the fallback would choose anyway cut."""
+    of the last failing replay, with the tail that the fallback would choose anyway cut.
+    A stop signal (in ``stop``) ends it with what it has."""
+    stop = stop if stop is not None else []
     best = list(choices)
     tries = 0
     changed = True
-    while changed and tries < budget:
+    while changed and tries < budget and not stop:
         changed = False
         runs = _runs(best)
         i = 0
-        while i < len(runs) and tries < budget:
+        while i < len(runs) and tries < budget and not stop:
             cand = [c for j, r in enumerate(runs) if j != i for c in r]
             tries += 1
             r = fails(cand)
@@ -75,7 +79,7 @@ def shrink(script: Script, choices: list[int], fails: Callable[[list[int]], Scri
         # halve long runs
         runs = _runs(best)
         for i in range(len(runs)):
-            if len(runs[i]) > 1 and tries < budget:
+            if len(runs[i]) > 1 and tries < budget and not stop:
                 cand = [c for j, r in enumerate(runs) for c in (r[: len(r) // 2] if j == i else r)]
                 tries += 1
                 r = fails(cand)
@@ -93,15 +97,24 @@ def _cut(actual: list[int], asked: list[int]) -> list[int]:
 
 def explore(text: str, schedules: int = 100, until: str = "violation", depth: int = 3, seed: int = 0,
             setup: Callable[[Model], None] | None = None, max_steps: int = 200_000,
-            progress: Callable[[int], None] | None = None) -> Exploration:
-    """Run up to ``schedules`` PCT schedules of the scenario ``text``; shrink the first failure."""
+            progress: Callable[[int], None] | None = None, stop: list[int] | None = None) -> Exploration:
+    """Run up to ``schedules`` PCT schedules of the scenario ``text``; shrink the first failure.
+
+    ``stop``: the stop signals received (a list that grows): the schedule running stops at its
+    next step and does not count; the result says how many ran (``interrupted``: the signal).
+    A failure found is still shrunk as far as it got."""
+    stop = stop if stop is not None else []
     script = parse_script(text)
     script.stmts = [s for s in script.stmts if s.kind != "expect"]
     est = 0
     for i in range(schedules):
+        if stop:
+            return Exploration(False, i, None, "", 0, 0, "", _signal_name(stop))
         pct = PCTPolicy(seed + i, depth, max(est, 50))
         run = run_script(parse_again(script), policy=pct, setup=setup, keep_trace=False,
-                         max_steps=max_steps)
+                         max_steps=max_steps, stop=stop)
+        if run.failure_kind == "interrupted":
+            return Exploration(False, i, None, "", 0, 0, "", _signal_name(stop))
         est = max(est, run.steps)
         if progress is not None:
             progress(i + 1)
@@ -114,14 +127,19 @@ def explore(text: str, schedules: int = 100, until: str = "violation", depth: in
                                setup=setup, keep_trace=False, max_steps=max_steps)
                 return r if r.failed(until) and r.failure_kind not in ("script", "limit", "divergence") else None
 
-            short = shrink(script, run.choices, fails)
-            final = fails(short)
+            short = shrink(script, run.choices, fails, stop=stop)
+            final = fails(short)          # not stopped: the script printed must be one that fails
             expect = _expects(final or run, until)
             text_out = script_from_choices(script, short, f"found by shmswap explore (PCT seed {seed + i}, depth "
                                            f"{depth}, schedule {i + 1}): {kind}: {_describe(final or run, until)}",
                                            expect)
-            return Exploration(True, i + 1, seed + i, target, run.steps, len(short), text_out)
+            return Exploration(True, i + 1, seed + i, target, run.steps, len(short), text_out,
+                               _signal_name(stop) if stop else None)
     return Exploration(False, schedules, None, "", 0, 0, "")
+
+
+def _signal_name(stop: list[int]) -> str:
+    return signal.Signals(stop[0]).name
 
 
 def parse_again(script: Script) -> Script:

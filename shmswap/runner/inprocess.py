@@ -50,7 +50,8 @@ def run_inprocess(config: Config, progress: Progress | None = None) -> Result:
         if swapoffs is not None:
             notes.append(f"--swapoff-every {cfg.swapoff_every:g} s: a swapoff every "
                          f"{steps_between(cfg.swapoff_every):,} steps (S x {INPROCESS_STEPS_PER_S:,}), between turns")
-        res = finish_run(model, duration, notes, warnings=lambda: model.warnings, try_to_unuse=try_to_unuse)
+        res = finish_run(model, duration, notes, warnings=lambda: model.warnings, try_to_unuse=try_to_unuse,
+                         lost_at_swapoff=swapoffs.lost_counts() if swapoffs is not None else ())
         if swapoffs is not None:
             swapoffs.add_to(res)
         return res

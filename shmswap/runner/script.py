@@ -1,9 +1,9 @@
 """Schedule scripts: races written once that happen every time, and recorded schedules.
 
-One small text format (``# shmswap-script 1``) for three things: a hand-written race (the shipped
-ones are in ``runner/races/``), a recorded schedule (``shmswap run --deterministic --record``),
-and what ``shmswap explore`` prints.  ``shmswap replay FILE`` runs any of them.  One statement a
-line, ``#`` comments:
+One small text format (``# shmswap-script 1``; ``2``: with an end line) for three things: a
+hand-written race (the shipped ones are in ``runner/races/``), a recorded schedule (``shmswap run
+--deterministic --record``), and what ``shmswap explore`` prints.  ``shmswap replay FILE`` runs
+any of them.  One statement a line, ``#`` comments:
 
     config {"cpus": 2, ...}  |  config cpus=2 size=64K ...     the configuration (first)
     workload OPS                       every CPU runs its seeded workload, OPS operations in all;
@@ -18,6 +18,9 @@ line, ``#`` comments:
     then first|random SEED|pct SEED DEPTH           who runs after the last statement
     check                              run the checker now (every task idle) against the expects
     expect ...                         what the next check must find (see ``Expect``)
+    end N                              the last line of a version 2 script (what shmswap writes: a
+                                       recording, an explored failure): N = its expect lines, so a
+                                       copy cut short is refused, not replayed with fewer expectations
 
 Conditions: ``done``, ``op``, ``sleep [in swap_cluster_alloc_table]``, ``wake``, ``lock|unlock|
 trylock ci N | si | local N``, ``reclaim-window [cluster N]``, ``discard-window``, ``reader``,
@@ -36,7 +39,7 @@ import json
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from workers.workload import Workload
 
@@ -47,6 +50,7 @@ from ..mm.reclaim import swap_reclaim_work
 from ..mm.swap import FLAG_NAMES
 from ..mm.work import swap_discard_work
 from ..model import STATES, SWAPPED, Model
+from ..substrate.files import write_atomically
 from ..substrate.locks import LockClass
 from ..substrate.preempt import Point
 from .deterministic import (
@@ -62,9 +66,14 @@ from .deterministic import (
 )
 
 __all__ = ["Script", "ScriptRun", "parse_script", "run_script", "record_text", "script_from_choices",
-           "check_summary", "state_digest", "HEADER"]
+           "check_summary", "state_digest", "HEADER", "RECORDING_HEADER", "config_value", "Budget"]
 
 HEADER = "# shmswap-script 1"
+# Version 2: what shmswap writes (a recording, an explored failure) ends with ``end N``, N the
+# number of its ``expect`` lines, so that a copy cut short is refused instead of replayed with
+# fewer expectations.  Version 1 (hand-written races, older recordings) has no end line.
+RECORDING_HEADER = "# shmswap-script 2"
+VERSIONS = ("1", "2")
 CHECKPOINT_EVERY = 1024
 _STEP_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _FLAGS = {v.lower(): k for k, v in FLAG_NAMES.items()}
@@ -84,26 +93,49 @@ def _parse_task(word: str, ncpus: int) -> int:
     return int(m.group(1))
 
 
+def config_value(v: str):
+    """A ``key=value`` configuration value as written: an int, a float, else the text."""
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            continue
+    return v
+
+
+def _config(kw: dict, what: str = "config") -> Config:
+    """``Config(**kw)``; an unknown field is a ``ValueError`` naming it (not a TypeError)."""
+    known = {f.name for f in fields(Config) if f.init}
+    for k in kw:
+        if k not in known:
+            raise ValueError(f"{what}: no configuration field {k!r}")
+    return Config(**kw)
+
+
 def _config_from(text: str) -> Config:
     text = text.strip()
     if text.startswith("{"):
         d = json.loads(text)
         d["orders"] = {int(k): v for k, v in d["orders"].items()} if d.get("orders") else None
         d["bad_pages"] = tuple(d.get("bad_pages", ()))
-        return Config(**d)
+        return _config(d)
     kw: dict = {}
     for item in text.split():
         k, _, v = item.partition("=")
-        k = k.replace("-", "_")
-        for conv in (int, float):
-            try:
-                kw[k] = conv(v)
-                break
-            except ValueError:
-                continue
-        else:
-            kw[k] = v
-    return Config(**kw)
+        kw[k.replace("-", "_")] = config_value(v)
+    return _config(kw)
+
+
+def _override(cfg: Config, overrides: dict) -> Config:
+    """The script's configuration with ``--set`` fields replaced; a bad one names ``--set``."""
+    known = {f.name for f in fields(Config) if f.init}
+    for k in overrides:
+        if k not in known:
+            raise ScheduleFailure(f"--set: no configuration field {k!r}")
+    try:
+        return cfg.with_(**overrides)
+    except (ValueError, TypeError) as e:
+        raise ScheduleFailure(f"--set: {e}") from None
 
 
 @dataclass
@@ -133,16 +165,35 @@ def parse_script(text: str, overrides: dict | None = None) -> Script:
     workload = None
     fallback: tuple = ("first",)
     title = ""
+    version = "1"
+    expects = 0                      # expect lines (also conditional ones): what ``end N`` counts
+    end: tuple[int, int] | None = None
     for n, raw in enumerate(text.splitlines(), 1):
+        m = re.fullmatch(r"#\s*shmswap-script\s+(\S+)\s*", raw.strip())
+        if m:
+            if m.group(1) not in VERSIONS:
+                raise ScheduleFailure(f"line {n}: unknown script version {m.group(1)[:20]!r} (this shmswap reads "
+                                      f"versions {' and '.join(VERSIONS)})")
+            version = m.group(1)
+            continue
         line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith("expect warning") else raw.strip()
         if not line:
             continue
+        if end is not None:
+            raise ScheduleFailure(f"line {n}: a statement after the end line (line {end[0]}): {raw.strip()[:60]}")
         try:
             if line.startswith("config "):
                 cfg = _config_from(line[7:])
                 if overrides:
-                    cfg = cfg.with_(**overrides)
+                    cfg = _override(cfg, overrides)
                 continue
+            if line.startswith("end"):
+                words = line.split()
+                if words[0] == "end":
+                    end = (n, int(words[1]))
+                    if len(words) != 2 or end[1] < 0:
+                        raise ScheduleFailure("end N: N is the number of expect lines")
+                    continue
             if line.startswith("title "):
                 title = line[6:].strip()
                 continue
@@ -151,6 +202,7 @@ def parse_script(text: str, overrides: dict | None = None) -> Script:
             nc = cfg.cpus
             words = line.split()
             head = words[0]
+            expects += head == "expect"
             if head == "workload":
                 workload = int(words[1])
             elif head == "then":
@@ -194,6 +246,12 @@ def parse_script(text: str, overrides: dict | None = None) -> Script:
             raise ScheduleFailure(f"line {n}: {e}: {raw.strip()}") from None
     if cfg is None:
         raise ScheduleFailure("no config statement")
+    if version != "1" and end is None:
+        raise ScheduleFailure(f"truncated: a version {version} script ends with 'end N' (N its expect lines), "
+                              f"and this one stops at line {len(text.splitlines())} without it")
+    if end is not None and end[1] != expects:
+        raise ScheduleFailure(f"line {end[0]}: truncated or edited: the end line counts {end[1]} expect lines, "
+                              f"the script has {expects}")
     return Script(cfg, stmts, workload, fallback, title, text)
 
 
@@ -261,8 +319,12 @@ class QueueProgram:
 
 
 class Budget:
-    def __init__(self, ops: int) -> None:
+    """The operations the CPUs of a workload run share; ``stop``: the stop signals received (a
+    Ctrl-C ends the run in order: no CPU begins another operation)."""
+
+    def __init__(self, ops: int, stop: list[int] | None = None) -> None:
         self.left = ops
+        self.stop = stop if stop is not None else []
 
 
 class WorkloadProgram:
@@ -275,7 +337,7 @@ class WorkloadProgram:
         return False
 
     def pop(self):
-        if self.budget.left <= 0:
+        if self.budget.left <= 0 or self.budget.stop:
             return None
         self.budget.left -= 1
         return self.load.step
@@ -576,11 +638,15 @@ def _fallback(spec: tuple):
 
 def run_script(text: str | Script, *, policy=None, setup: Callable[[Model], None] | None = None,
                keep_trace: bool = True, max_steps: int | None = None, lenient: bool = False,
-               finish: Callable[[Model, Scheduler], object] | None = None) -> ScriptRun:
+               finish: Callable[[Model, Scheduler], object] | None = None, stop: list[int] | None = None,
+               stop_after: int = 1) -> ScriptRun:
     """Run a script (text or parsed) on a fresh model; ``policy`` replaces its ``then`` fallback.
 
     ``setup(model)`` runs first (a test installs a test-only variant there); ``finish(model,
     sched)`` runs at the end, before the model closes (``shmswap run --deterministic``'s report).
+    ``stop``: the stop signals received while it runs (a list that grows); a workload's CPUs begin
+    no operation after the first, and ``stop_after`` of them stop the schedule at the next step
+    (failure kind ``interrupted``).
     """
     script = parse_script(text) if isinstance(text, str) else text
     cfg = script.config.with_(sleep_latency_us=0) if script.config.sleep_latency_us else script.config
@@ -589,6 +655,8 @@ def run_script(text: str | Script, *, policy=None, setup: Callable[[Model], None
             setup(model)
         checks = _Checks()
         sched = Scheduler(model, None, keep_trace=keep_trace, max_steps=max_steps)
+        if stop is not None:
+            sched.stop, sched.stop_after = stop, stop_after
         sched.policy = ScriptPolicy(script, model, sched, policy or _fallback(script.fallback), checks, lenient)
         checkpoints: list[tuple] = []
 
@@ -597,7 +665,7 @@ def run_script(text: str | Script, *, policy=None, setup: Callable[[Model], None
                 checkpoints.append((s.step, s.digest, t.idx, *t.pending))
         sched.on_step = on_step
         if script.workload is not None:
-            budget = Budget(script.workload)
+            budget = Budget(script.workload, stop)
             for w in range(cfg.cpus):
                 sched.add_task(w, w, WorkloadProgram(Workload(model.system, model.tasks[w], cfg, cfg.cpus), budget))
             sched.add_task(cfg.cpus, model.manager_wid, ManagerLoop(model, sched), background=True)
@@ -622,7 +690,7 @@ def run_script(text: str | Script, *, policy=None, setup: Callable[[Model], None
             else:
                 summary = {"violations": [], "findings": []}
             failures += _evaluate(checks.pending, summary, model.warnings, sched.failure, sched.failure_kind, state)
-        if sched.failure_kind in ("divergence", "script", "limit"):
+        if sched.failure_kind in ("divergence", "script", "limit", "interrupted"):
             failures.append(sched.failure)
         elif sched.failure_kind in ("crash", "deadlock") and not any(
                 e.args[0] in ("crash", "deadlock") for e in checks.pending):
@@ -642,7 +710,7 @@ def record_text(script: Script, run: ScriptRun, title: str = "") -> str:
     trace digest, and the final state and check it must reach."""
     cfg = script.config
     nc = cfg.cpus
-    out = [HEADER, f"title {title or script.title or 'recorded schedule'}",
+    out = [RECORDING_HEADER, f"title {title or script.title or 'recorded schedule'}",
            "config " + json.dumps(cfg.as_dict(), sort_keys=True)]
     if script.workload is not None:
         out.append(f"workload {script.workload}")
@@ -663,13 +731,14 @@ def record_text(script: Script, run: ScriptRun, title: str = "") -> str:
     out.append(f"checkpoint {len(chars)} {run.digest:016x}")
     out.append(f"expect state {run.state}")
     out.append("expect check " + json.dumps(run.check, sort_keys=True))
+    out.append("end 2")                  # the two expect lines: a copy cut before them is refused
     return "\n".join(out) + "\n"
 
 
 def script_from_choices(script: Script, choices: list[int], title: str, expect: list[str]) -> str:
     """A readable script: the scenario's operations, then ``run cpuN for K`` per run of choices."""
     nc = script.config.cpus
-    out = [HEADER, f"title {title}", "config " + json.dumps(script.config.as_dict(), sort_keys=True)]
+    out = [RECORDING_HEADER, f"title {title}", "config " + json.dumps(script.config.as_dict(), sort_keys=True)]
     if script.workload is not None:
         out.append(f"workload {script.workload}")
     out += [s.text for s in script.stmts if s.kind in ("op", "fail", "wake", "expect")]
@@ -682,6 +751,7 @@ def script_from_choices(script: Script, choices: list[int], title: str, expect: 
         i = j
     out.append("then first")
     out += [f"expect {e}" for e in expect]
+    out.append(f"end {sum(ln.split(None, 1)[0] == 'expect' for ln in out if ln.strip())}")
     return "\n".join(out) + "\n"
 
 
@@ -693,13 +763,18 @@ def deterministic_script(cfg: Config, ops: int | None = None) -> str:
                       f"then random {cfg.seed}"]) + "\n"
 
 
-def run_deterministic(cfg: Config, record: str | None = None, finish=None) -> tuple[ScriptRun, str]:
+def run_deterministic(cfg: Config, record: str | None = None, finish=None,
+                      stop: list[int] | None = None) -> tuple[ScriptRun, str]:
     """Run the workload under the deterministic scheduler (seed ``cfg.seed``); returns the run and
-    the text of its recording (written to ``record`` if given)."""
+    the text of its recording (written whole to ``record`` if given).
+
+    ``stop`` (the stop signals received): at the first the CPUs begin no further operation and the
+    run ends in order, unrecorded (its operation count is not the script's: it would not replay);
+    at the second the schedule stops at the next step.
+    """
     script = parse_script(deterministic_script(cfg))
-    run = run_script(script, finish=finish)
-    text = record_text(parse_script(script.text), run) if run.failure_kind is None else ""
+    run = run_script(script, finish=finish, stop=stop, stop_after=2)
+    text = record_text(parse_script(script.text), run) if run.failure_kind is None and not stop else ""
     if record and text:
-        with open(record, "w") as f:
-            f.write(text)
+        write_atomically(record, text)
     return run, text

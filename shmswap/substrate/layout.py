@@ -92,7 +92,9 @@ def device_dtype(nr_orders: int) -> np.dtype:
     104  abort              set by a supervisor: lock waiters raise instead of waiting on
     112  prio               the device's priority (swap_info_struct.prio)
     120  xdev               model annotation: seed re-checks that read another device's offset (W12)
-    128  global_next[o]     si->global_cluster->next[o] (HDD only), 0 = SWAP_ENTRY_INVALID
+    128  least_priority     device 0's record only: mm/swapfile.c's ``static int least_priority``
+                        (-1 at boot; the next swapon without a priority gets ``--least_priority``)
+    136  global_next[o]     si->global_cluster->next[o] (HDD only), 0 = SWAP_ENTRY_INVALID
     ...  heads[l][3]        cluster list l: first, last (cluster index, -1 none), length
     ...  avail[1 + MAX_SWAPFILES]   device 0's record only: swap_avail_head as a plist, avail[0]
                         entries, then device types in priority order (equal priorities rotate);
@@ -102,7 +104,7 @@ def device_dtype(nr_orders: int) -> np.dtype:
     """
     fields = _i64("si_lock", "global_lock", "avail_lock", "flags", "max", "pages", "inuse_pages",
                   "nr_swap_pages", "total_swap_pages", "users", "on_avail", "discard_work",
-                  "reclaim_work", "abort", "prio", "xdev")
+                  "reclaim_work", "abort", "prio", "xdev", "least_priority")
     fields.append(("global_next", "<i8", (nr_orders,)))
     fields.append(("heads", "<i8", (nr_lists(nr_orders), 3)))
     fields.append(("avail", "<i8", (1 + MAX_SWAPFILES,)))

@@ -318,3 +318,19 @@ def test_lockdep_warnings_are_lock_order_violations(busy):
     assert where(res, "I-lock-order") == ["kernel"]
     assert [v.reason for v in res.violations if v.invariant == "no kernel WARN"] == [
         "1 WARN conditions met: something odd"]
+
+
+def test_a_held_local_lock_is_reported_once_with_several_devices(make_system):
+    """One ``percpu_swap_cluster`` per CPU for all devices, as in the kernel: a local lock held at
+    quiescence is one violation, not one per device; a device's own held lock is still its own."""
+    s = make_system(devices="ssd:64K:prio=5,ssd:64K:prio=5,hdd:64K")
+    assert s.check().ok
+    s.shm.pcp["lock"][1] = 1                         # CPU 1's local lock word left held
+    s.system.device_shms[2].dev["si_lock"] = 1       # and device 2's si->lock
+    try:
+        res = s.check()
+        assert [(v.where, v.reason) for v in res.violations] == [
+            ("CPU 1", "local lock held"), ("device 2 swap_info", "si_lock held")]
+    finally:
+        s.shm.pcp["lock"][1] = 0
+        s.system.device_shms[2].dev["si_lock"] = 0

@@ -6,25 +6,25 @@ import time
 
 from conftest import alloc_folio, release
 
-from shmswap.checks.delays import _OP_LOOKUP, ReaderDelays
+from shmswap.checks.delays import _OP_LOOKUP, STALL_S, ReaderDelays
 from shmswap.mm.slab import OBJ_POOL
 from shmswap.model import CACHE_ONLY, SWAPPED
 from workers.workload import OP_ALLOC, OP_LOOKUP
 
 
-def drained_cluster(system):
+def drained_cluster(system, keep=1):
     """Fill a cluster (not the first) with order-0 slots until the per-CPU cluster moves on, then
-    free all but its first slot: a nearly empty cluster that no CPU allocates from.  Returns (cluster, its
-    entries, the entry in the CPU's new per-CPU cluster)."""
+    free all but its first ``keep`` slots: a nearly empty cluster that no CPU allocates from.  Returns
+    (cluster, its entries, the entry in the CPU's new per-CPU cluster)."""
     shift = system.si.spc_shift
     while (first := alloc_folio(system)) >> shift == 0:
         pass                                    # cluster 0 holds the header page: it never empties
     ci, same = first >> shift, [first]
     while (e := alloc_folio(system)) >> shift == ci:
         same.append(e)
-    for entry in same[1:]:
+    for entry in same[keep:]:
         release(system, entry)
-    return ci, same[:1], e
+    return ci, same[:keep], e
 
 
 def always_long(system, long_s=0.05):
@@ -98,3 +98,27 @@ def test_a_long_delay_gives_up_when_the_reused_slot_was_written_back(system):
     t0 = time.monotonic()
     always_long(system)._long(system.si, ci, table, 1, 5.0)
     assert time.monotonic() - t0 < 1.0
+
+
+def test_a_long_delay_gives_up_on_a_cluster_that_stopped_draining_until_its_count_moves(system):
+    ci, rest, _ = drained_cluster(system, keep=2)
+    d = always_long(system, long_s=5.0)
+    system.cur.set_rec_op(OP_LOOKUP)
+    assert d._being_drained(system.si, ci)
+    t0 = time.monotonic()
+    d._long(system.si, ci, table_of(system, ci), 1, 5.0)       # nothing frees its last two slots
+    assert STALL_S <= time.monotonic() - t0 < 1.0
+    assert not d._being_drained(system.si, ci)                 # no second wait on a stalled cluster
+    release(system, rest[1])
+    assert d._being_drained(system.si, ci)                     # ... until its count moves
+
+
+def test_once_the_table_is_freed_the_wait_is_bounded_from_the_free(system):
+    ci, rest, _ = drained_cluster(system)
+    table = table_of(system, ci)
+    for entry in rest:
+        release(system, entry)                  # freed to the slab, and nothing allocates to reuse it
+    assert int(system.shm.objs["owner"][table]) < 0
+    t0 = time.monotonic()
+    always_long(system, long_s=0.2)._long(system.si, ci, table, 1, 0.01)
+    assert 0.2 <= time.monotonic() - t0 < 1.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -209,6 +210,28 @@ def test_deterministic_processes_end_when_the_driver_is_killed(tmp_path):
     os.kill(run.proc.pid, signal.SIGKILL)
     finish_cli(run)                                     # no task process, no segment left
     assert run.returncode == -signal.SIGKILL
+
+
+# -- 8c. the echoed command line runs the same run again ---------------------------------------------
+
+def test_echoed_command_line_reproduces_a_deterministic_run_with_several_devices(tmp_path):
+    """The report's first line, pasted (with --json added), runs the same schedule: same digest, same
+    configuration, same tables and findings (report.command_line)."""
+    args = ["run", "--deterministic", "--cpus", "2", "--device", "ssd:256K:prio=5,ssd:128K:prio=5:discard=on",
+            "--slots-per-cluster", "8", "--ops", "400", "--seed", "7", "--atomic-fail", "0.5", "--quiet"]
+    first = run_cli([*args, "--json", "a.json"], tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    echoed = first.stdout.splitlines()[0]
+    assert echoed.startswith("shmswap run ") and " --deterministic" in echoed and "--processes" not in echoed
+    assert "--devices" not in echoed and "--size" not in echoed and echoed.count("--device ") == 1
+    again = run_cli([*shlex.split(echoed)[1:], "--quiet", "--json", "b.json"], tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert dict(a["config"], json="") == dict(b["config"], json="") and a["deterministic"] == b["deterministic"]
+    for key in ("ops", "tables", "migration", "findings", "devices"):
+        assert a[key] == b[key], key
+    assert [d["discard"] for d in a["devices"]] == ["off", "on"]
+    assert again.stdout.splitlines()[0] == echoed
 
 
 # -- 9. a hang fails a test, never CI ------------------------------------------------------------------

@@ -367,7 +367,9 @@ def test_order0_fast_path_may_use_a_higher_order_cluster(system):
 def test_allocation_fails_once_writeok_is_clear(system):
     s, si = system, system.si
     assert alloc_folio(s, 0, SWAPPED) == 1
+    si.si_lock()                                         # as swapoff holds it
     del_from_avail_list(si, True)                         # swapoff's first step
+    si.si_unlock()
     assert alloc_folio(s, 0, SWAPPED) == -errno.ENOMEM    # fast path: cluster_alloc_range refuses
     assert stat(s, Stat.ALLOC_FAILED) == 1
     assert si.pcp.offset(0, 0) == 0                       # a failed scan clears the cached offset

@@ -6,7 +6,14 @@ import errno
 
 from conftest import alloc_folio, assert_clean, release
 
-from shmswap.mm.device import get_swap_device_info, put_swap_device, swap_usage_in_pages, vm_swap_full
+from shmswap.mm.device import (
+    add_to_avail_list,
+    get_swap_device_info,
+    put_swap_device,
+    swap_usage_add,
+    swap_usage_in_pages,
+    vm_swap_full,
+)
 from shmswap.mm.swap import SWAP_USAGE_OFFLIST_BIT
 from shmswap.substrate.layout import DEVICE
 from shmswap.substrate.observe import Observer
@@ -35,6 +42,38 @@ def test_usage_avail_list_and_reclaim_work(system):
     assert int(dev["inuse_pages"]) == pages - 1
     assert int(dev["nr_swap_pages"]) == 1
     assert_clean(s)
+
+
+def test_add_to_avail_list_puts_a_device_filled_again_back_on_the_list(system):
+    """The race of reference §2.5, as mm/swapfile.c has it at 07adc4cf: a freer's
+    ``swap_usage_sub`` sees OFFLIST and goes for ``swap_avail_lock``; meanwhile an allocator fills
+    the device again (its ``swap_usage_add`` sees ``pages | OFFLIST``, not ``pages``: no
+    ``del_from_avail_list``).  The freer's ``add_to_avail_list(si, false)`` then compares
+    ``val == pages`` with ``val`` the value ``atomic_long_fetch_and`` returned, from before the bit
+    was cleared, so the re-check never fires and the full device goes back on the list.  The model
+    does what the kernel does; the checker's I-avail reports the state and names the race."""
+    s = system
+    si, dev = s.si, s.shm.dev
+    pages = int(dev["pages"])
+    entries = [alloc_folio(s, 0) for _ in range(pages)]
+    assert min(entries) > 0 and int(dev["on_avail"]) == 0
+    assert int(dev["inuse_pages"]) == pages | SWAP_USAGE_OFFLIST_BIT
+    # the freer: atomic_long_sub_return_relaxed(1, &si->inuse_pages) sees the bit ...
+    assert (si.devr.fetch_add(8 * DEVICE.inuse_pages, -1) - 1) & SWAP_USAGE_OFFLIST_BIT
+    # ... the allocator fills the device again: pages | OFFLIST != pages, no del_from_avail_list
+    assert swap_usage_add(si, 1) is False
+    assert int(dev["inuse_pages"]) == pages | SWAP_USAGE_OFFLIST_BIT
+    add_to_avail_list(si, False)                     # ... the freer goes on
+    assert int(dev["on_avail"]) == 1 and int(dev["inuse_pages"]) == pages
+    res = s.check()
+    assert [v.invariant for v in res.violations] == ["I-avail"]
+    assert "compares the value read before the bit was cleared" in res.violations[0].reason
+    # the next allocation finds the full device on the list, fails on it; a free and a refill
+    # take it off again through swap_usage_add's del_from_avail_list
+    assert alloc_folio(s, 0) == -errno.ENOMEM
+    release(s, entries[3])
+    assert alloc_folio(s, 0) > 0
+    assert int(dev["on_avail"]) == 0 and int(dev["inuse_pages"]) == pages | SWAP_USAGE_OFFLIST_BIT
 
 
 def test_device_ref(system):

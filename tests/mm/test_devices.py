@@ -9,7 +9,8 @@ from conftest import TestModel, reset_prim, stat
 
 from shmswap.config import Config, ConfigError
 from shmswap.mm.alloc_table import LOST_W12, XDEV_OUT_OF_RANGE, XDEV_TAKEN, decode_lost, decode_xdev, lost_device
-from shmswap.mm.device import plist_types
+from shmswap.mm.device import avail_prio, plist_types
+from shmswap.mm.swapon import swapon_again
 from shmswap.substrate.stats import Stat
 
 
@@ -38,7 +39,8 @@ def models():
 def test_device_list_parses_and_names_the_bad_part():
     cfg = Config(devices="ssd:1M:prio=5,hdd:4M:discard=on,ssd:2M", slots_per_cluster=8)
     got = [(c.device, c.size, c.discard, p) for c, p in cfg.device_configs()]
-    assert got == [("ssd", 1 << 20, "off", 5), ("hdd", 4 << 20, "on", -1), ("ssd", 2 << 20, "off", -2)]
+    # the priority each swapon asks for: -1 is none (swapon gives --least_priority, see below)
+    assert got == [("ssd", 1 << 20, "off", 5), ("hdd", 4 << 20, "on", -1), ("ssd", 2 << 20, "off", -1)]
     assert [(c.device, p) for c, p in Config().device_configs()] == [("ssd", -1)]
     for bad, part in (("ssd:1M,tape:1M", "'tape:1M'"), ("ssd:1M:prio=x", "'ssd:1M:prio=x'"),
                       ("ssd:12345", "'ssd:12345'"), ("ssd", "'ssd'")):
@@ -59,6 +61,60 @@ def test_priorities_and_round_robin(models):
     assert more == {0: 11, 1: 11, 2: 8}
     assert plist_types(a, a.avail_base) == [2]
     assert m.check().ok, m.check().violations
+
+
+def _prios(m) -> list[int]:
+    return [d.prio for d in m.devices]
+
+
+def _least(m) -> int:
+    return int(m.shm.dev["least_priority"])
+
+
+def test_default_priorities_start_at_minus_two_and_rank_equal_on_the_avail_list(models):
+    """setup_swap_info at 07adc4cf: ``static int least_priority = -1``, ``si->prio =
+    --least_priority`` for a swapon without a priority (-2, then -3), and on the device's own node
+    ``avail_lists[nid].prio = 1``: the model's one node is every device's, so the default-priority
+    devices rank equal on swap_avail_heads[0], below a device with a priority, while
+    swap_active_head keeps them by priority."""
+    m = models("ssd:64K,ssd:64K:prio=-1,ssd:64K:prio=0")
+    a = m.devices[0]
+    assert _prios(m) == [-2, -3, 0] and _least(m) == -3
+    assert [avail_prio(d) for d in m.devices] == [-1, -1, 0]
+    assert plist_types(a, a.active_base) == [2, 0, 1]
+    assert plist_types(a, a.avail_base) == [2, 0, 1]
+
+
+def test_default_priority_devices_alternate(models):
+    """Equal rank on the avail list: swap_alloc_slow's plist_requeue rotates between the two
+    default-priority devices (with -2 and -3 as ranks, every allocation went to device 0)."""
+    m = models("ssd:64K,ssd:64K")
+    m.system.variant.percpu.enabled = False          # every allocation walks the plist
+    assert [m.alloc(cpu=0).type for _ in range(8)] == [0, 1, 0, 1, 0, 1, 0, 1]
+    assert m.check().ok, m.check().violations
+
+
+def test_swapoff_of_a_default_priority_device_moves_the_lower_ones_up(models):
+    """SYSCALL swapoff at 07adc4cf: ``if (p->prio < 0) { plist_for_each_entry_continue(si,
+    &swap_active_head, list) { si->prio++; ... } least_priority++; }``; a later swapon without a
+    priority gets the new lowest (``--least_priority``), not the old value."""
+    m = models("ssd:64K:prio=7,ssd:64K,ssd:64K,ssd:64K")
+    a = m.devices[0]
+    assert _prios(m) == [7, -2, -3, -4] and _least(m) == -4
+    m.swapoff(2)                                     # -3: the one below it moves up
+    assert _prios(m)[1:2] + _prios(m)[3:] == [-2, -3] and _least(m) == -3
+    assert plist_types(a, a.active_base) == [0, 1, 3] and plist_types(a, a.avail_base) == [0, 1, 3]
+    m.on_manager()
+    swapon_again(m.devices[2], -1)                   # no priority asked: the new lowest
+    assert _prios(m) == [7, -2, -4, -3] and _least(m) == -4
+    assert plist_types(a, a.active_base) == [0, 1, 3, 2]
+    assert plist_types(a, a.avail_base) == [0, 1, 3, 2]
+    assert m.check().ok, m.check().violations
+    m.swapoff(0)                                     # a given priority: nothing moves
+    assert _prios(m)[1:] == [-2, -4, -3] and _least(m) == -4
+    m.swapoff(1)
+    assert _prios(m)[2:] == [-3, -2] and _least(m) == -3
+    assert plist_types(a, a.active_base) == [3, 2] and plist_types(a, a.avail_base) == [3, 2]
 
 
 def test_percpu_cache_names_the_device(models):

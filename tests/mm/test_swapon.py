@@ -24,7 +24,14 @@ from helpers import walk
 from shmswap.checks.checker import CheckResult, check_swapoff
 from shmswap.config import Config
 from shmswap.mm import system as system_mod
-from shmswap.mm.device import del_from_avail_list, swap_usage_in_pages
+from shmswap.mm.device import (
+    add_to_avail_list,
+    del_from_avail_list,
+    get_swap_device_info,
+    plist_types,
+    put_swap_device,
+    swap_usage_in_pages,
+)
 from shmswap.mm.slab import OBJ_INUSE
 from shmswap.mm.swap import (
     CLUSTER_FLAG_FREE,
@@ -36,10 +43,12 @@ from shmswap.mm.swap import (
     SWP_SOLIDSTATE,
     SWP_USED,
     SWP_WRITEOK,
+    KernelBug,
 )
 from shmswap.mm.swapon import swapoff
 from shmswap.mm.system import SwapSystem
 from shmswap.substrate.layout import LIST_DISCARD, LIST_FREE, list_nonfull
+from shmswap.substrate.observe import Observer
 from shmswap.substrate.shm import leftover_segments
 from shmswap.substrate.stats import Stat
 
@@ -216,6 +225,68 @@ def test_swapoff_waits_for_device_refs(system):
     system.shm.workers["rec"]["ref"][1] = 0
 
 
+class _GracePeriods(Observer):
+    """Each grace period: (``si->users`` killed?, device references held) at its end."""
+
+    def __init__(self, system) -> None:
+        self.system, self.seen = system, []
+
+    def grace_period(self, gp_seq, ns) -> None:
+        self.seen.append((int(self.system.shm.dev["users"]), int(self.system.shm.workers["rec"]["ref"].sum())))
+
+
+def test_swapoff_follows_the_kernels_order(system):
+    """SYSCALL swapoff at 07adc4cf: under ``si->lock`` ``del_from_avail_list(p, true)`` and
+    ``plist_del(&p->list, &swap_active_head)`` before ``try_to_unuse``; after it
+    ``percpu_ref_kill(&p->users); synchronize_rcu(); wait_for_completion(&p->comp);``: the grace
+    period ends with the ref killed and still held, and only then does swapoff wait for it."""
+    s, si = system, system.si
+    cpu0, manager = s.tasks[0], s.tasks[-1]
+    entry = alloc_folio(s, 0, SWAPPED)
+    assert entry > 0
+    assert get_swap_device_info(si)                 # worker 0 keeps a device reference
+    obs = s.add_observer(_GracePeriods(s))
+    seen: dict = {}
+    unuse = _unuse_everything(s, manager)
+
+    def try_to_unuse(si_) -> None:
+        seen.update(active=plist_types(si, si.active_base), writeok=si.writeok(), users=int(s.shm.dev["users"]))
+        unuse(si_)
+        seen["gps"] = len(obs.seen)
+
+    waits: list[int] = []
+
+    def idle() -> None:                               # swapoff waits for the reference
+        waits.append(len(obs.seen))
+        s.switch_to(cpu0)
+        put_swap_device(si)
+        s.switch_to(manager)
+
+    s.switch_to(manager)
+    try:
+        swapoff(si, try_to_unuse, idle=idle)
+    finally:
+        s.system.observers.remove(obs)
+    s.system.run_pending_work()
+    assert seen["active"] == [] and not seen["writeok"] and seen["users"] == 0
+    assert waits and waits[0] == seen["gps"] + 1, (waits, seen)     # synchronize_rcu, then the wait
+    assert obs.seen[seen["gps"]] == (1, 1)          # its grace period: ref killed, still held
+    assert int(s.shm.workers["rec"]["ref"].sum()) == 0 and int(s.shm.slab_hdr["live"]) == 0
+
+
+def test_add_to_avail_list_at_swapon_needs_si_lock(system):
+    """``add_to_avail_list(si, true)``: ``lockdep_assert_held(&si->lock)``, which
+    ``enable_swap_info`` holds (the model took none before: swapon_again called it bare)."""
+    s, si = system, system.si
+    with pytest.raises(KernelBug, match="add_to_avail_list"):
+        add_to_avail_list(si, True)
+    si.si_lock()
+    add_to_avail_list(si, True)                      # already on the list: nothing changes
+    si.si_unlock()
+    assert si.on_avail()
+    assert_clean(s)
+
+
 
 # -- SwapSystem.create: segments, then swapon -------------------------------------------------------
 
@@ -247,7 +318,9 @@ def test_a_free_during_swapoff_leaves_the_device_off_the_avail_list(system):
     s, si = system, system.si
     entries = [alloc_folio(s, 0, SWAPPED) for _ in range(3)]
     assert si.on_avail()
+    si.si_lock()                                         # as swapoff holds it
     del_from_avail_list(si, True)                        # swapoff's first step
+    si.si_unlock()
     release(s, entries[0])                               # a free while swapoff runs: swap_usage_sub
     assert not si.on_avail()
     assert int(s.shm.dev["inuse_pages"]) & SWAP_USAGE_OFFLIST_BIT

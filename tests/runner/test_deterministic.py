@@ -47,7 +47,7 @@ def test_two_devices_interleaved_tasks_keep_their_own_device(devices):
 
 def test_record_then_replay_reaches_the_same_state(tmp_path):
     run, text = run_deterministic(SMALL, record=str(tmp_path / "s.race"))
-    assert (tmp_path / "s.race").read_text() == text and text.startswith("# shmswap-script 1")
+    assert (tmp_path / "s.race").read_text() == text and text.startswith("# shmswap-script 2")
     again = run_script(text)
     assert again.ok, again.failures
     assert again.state == run.state and again.trace == run.trace

@@ -63,7 +63,7 @@ def test_pct_and_more_cpus_too():
 def test_a_recording_made_with_processes_replays_in_threads(tmp_path):
     path = tmp_path / "p.race"
     run, text = run_deterministic_processes(SMALL, record=str(path))
-    assert path.read_text() == text and text.startswith("# shmswap-script 1")
+    assert path.read_text() == text and text.startswith("# shmswap-script 2")
     _, threads_text = run_deterministic(SMALL)
     assert text == threads_text                      # the same recording, byte for byte
     again = run_script(text)

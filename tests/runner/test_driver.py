@@ -437,3 +437,27 @@ def test_sleep_reclaim_nested_swap_outs_clean_under_merged(tmp_path):
     assert n["reclaims"] > 0 and n["allocations"] > 0 and n["outer_after"]["lost_clusters"] == 0
     assert data["invariants"]["violations"] == [] and data["findings"] == []
     assert data["swapoff"]["inuse_after"] == 0
+
+
+def test_three_devices_tables_and_report_are_summed_over_the_devices(tmp_path):
+    """The audit's run: ``tables`` (JSON and the "swap tables" line) are the devices' sum, as ``migration``
+    is; the rows keep each device's figures and discard; the first line runs it again."""
+    rc, out, data = shmswap_run(["--device", "ssd:64M:prio=5,hdd:128M,ssd:32M:prio=5:discard=on",
+                                 "--alloc-table", "merged", "--atomic-fail", "0.5", "--seconds", "1.5", "--quiet"],
+                                tmp_path)
+    assert rc == 0, out
+    rows, t, m = data["devices"], data["tables"], data["migration"]
+    assert [(d["kind"], d["discard"]) for d in rows] == [("ssd", "off"), ("hdd", "off"), ("ssd", "on")]
+    assert t["static_equivalent"] == 32 + 64 + 16
+    for key, row_key in (("live", "live_tables"), ("peak", "peak_tables"), ("atomic_allocs", "atomic_allocs"),
+                         ("sleep_allocs", "sleep_allocs"), ("frees", "table_frees")):
+        assert t[key] == sum(d[row_key] for d in rows), key
+    assert sum(d["sleep_allocs"] > 0 for d in rows) >= 2
+    assert t["sleep_allocs"] == m["sleeps"] and t["alloc_failures"] == m["atomic_failures"]
+    assert (f"swap tables (summed over the 3 devices; peak: the sum of their peaks): live {t['live']:,}, "
+            f"peak {t['peak']:,}") in out and "vs static 112 " in out
+    assert f"slept {m['sleeps']:,}," in out
+    first = out.splitlines()[0]
+    assert first.startswith("shmswap run --cpus 4 --device ssd:64M:prio=5,hdd:128M,ssd:32M:prio=5:discard=on ")
+    assert "--devices" not in first and "--size" not in first and "--discard" not in first
+    assert "devices: 3, see the devices table" in out

@@ -17,6 +17,7 @@ from test_driver import (  # noqa: F401 - nothing_left_behind: the fixture
 )
 
 from shmswap.config import Config, ConfigError
+from shmswap.finish import device_figures
 from shmswap.mm.swap import SWP_WRITEOK
 from shmswap.model import Model
 from shmswap.runner.inprocess import run_inprocess
@@ -74,6 +75,29 @@ def test_swapoff_swapon_mid_run_leaves_offsets_stale(variant):
         m.free_all()
         m.swapoff()
         assert all(not d.flags & SWP_WRITEOK for d in m.devices)
+
+
+def test_device_rows_count_the_clusters_a_swapoff_found_lost():
+    """``swapon_again`` clears the device's lost-cluster words; the device row (finish.py
+    ``device_figures``) adds what the run's swapoffs found (``SwapoffEvents.lost_counts``)."""
+    with Model(Config(**SMALL_TWO, alloc_table="seed")) as m:
+        slab = m.system.slabs[1]
+        slab.atomic_fail = slab.sleep_fail = 1.0      # device 1: every table allocation fails (T6b)
+        m.system.variant.percpu.enabled = False       # every allocation walks the plist, both devices
+        for _ in range(6):
+            m.alloc(cpu=0)
+        m.system.variant.percpu.enabled = True
+        lost = int((m.devices[1].shm.clu["lost"] != 0).sum())
+        assert lost > 0
+        slab.atomic_fail = slab.sleep_fail = 0.0
+        assert [r["lost_clusters"] for r in device_figures(m.system)] == [0, lost]
+        events = SwapoffEvents(m, m.cfg)
+        events.next_type = 1
+        assert events.cycle(lambda typ: _unuse(m, typ)) == 1
+        assert events.figures[1]["lost_at_swapoff"] == {"T6b": lost} and events.lost_counts() == [0, lost]
+        assert not m.devices[1].shm.clu["lost"].any()                 # cleared by swapon_again
+        assert [r["lost_clusters"] for r in device_figures(m.system)] == [0, 0]
+        assert [r["lost_clusters"] for r in device_figures(m.system, events.lost_counts())] == [0, lost]
 
 
 def test_single_process_runner_swaps_off_by_step_count():
