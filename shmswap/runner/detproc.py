@@ -676,7 +676,8 @@ def _teardown(sched: ProcScheduler, ctl: SharedControl, procs: list, conns: list
             continue
         if p.is_alive():
             ctl.sems[idx].release()
-        deadline = time.monotonic() + (2.0 if sched.aborting else 10.0)
+        # A long run's shipment (its trace) takes a while to pickle and send: wait for a live sender.
+        deadline = time.monotonic() + (2.0 if sched.aborting else 300.0)
         while idx not in shipments and time.monotonic() < deadline:
             if c.poll(0.05):
                 _collect(c, idx, shipments)
@@ -690,7 +691,10 @@ def _ask(conn, proc, cmd: tuple, timeout_s: float = 120.0):
     while not conn.poll(0.05):
         if not proc.is_alive() or time.monotonic() > deadline:
             raise ScheduleFailure(f"{proc.name} did not answer {cmd[0]!r}")
-    return conn.recv()
+    reply = conn.recv()
+    if reply[0] == "ended":            # its shipment, late: the schedule's end did not wait long enough
+        raise ScheduleFailure(f"{proc.name} sent its trace after the schedule's end: the run cannot be merged")
+    return reply
 
 
 def _reap(procs: list, conns: list, patient: bool = True) -> None:

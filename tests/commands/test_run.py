@@ -238,3 +238,76 @@ def test_echoed_command_line_reproduces_a_deterministic_run_with_several_devices
 
 def test_every_test_has_a_time_limit(pytestconfig):
     assert float(pytestconfig.getini("timeout") or 0) > 0
+
+
+# -- 8c. the deterministic modes: signals, a dead task process, bad input ----------------------------
+
+DET = ["run", "--deterministic", "--cpus", "2", "--size", "1M", "--slots-per-cluster", "16", "--ops", "1000000",
+       "--quiet", "--json", "r.json"]
+
+
+@pytest.mark.parametrize("mode,sig,status", [
+    ("threads", signal.SIGINT, 130), ("threads", signal.SIGTERM, 143),
+    ("processes", signal.SIGINT, 130), ("processes", signal.SIGTERM, 143),
+])
+def test_deterministic_signal_stops_in_order_with_report_json_and_status(tmp_path, mode, sig, status):
+    run = start_cli([*DET, "--record", "s.race", *(["--processes"] if mode == "processes" else [])], tmp_path)
+    if mode == "processes":
+        wait_for_child(run, "shmswap-d-mgr")
+    time.sleep(1.5)                                     # inside the schedule
+    run.proc.send_signal(sig)
+    finish_cli(run)                                     # no process, no segment left
+    assert run.returncode == status, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr and f"RESULT status={status}" in run.stdout
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["run_status"] == "interrupted" and data["exit_status"] == status
+    assert data["interrupted"] == sig.name and data["deterministic"]["mode"] == mode
+    assert 0 < data["ops"]["steps"] < 1_000_000
+    assert data["invariants"]["violations"] == [] and data["swapoff"]["tables_left"] == 0
+    # an interrupted schedule would not replay (its operation count is not the script's): unrecorded
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_deterministic_killed_task_process_writes_a_failed_result(tmp_path):
+    run = start_cli([*DET, "--processes"], tmp_path)
+    wait_for_child(run, "shmswap-d-cpu1")
+    time.sleep(1.0)
+    cpu1 = next(pid for pid, name in run.names.items() if name == "shmswap-d-cpu1")
+    os.kill(cpu1, signal.SIGKILL)
+    finish_cli(run)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "cpu1's process died" in run.stderr and "Traceback" not in run.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["run_status"] == "aborted" and data["exit_status"] == 1
+    assert any("cpu1's process died" in str(v) for v in data["invariants"]["violations"])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--record", "x.race", "--seconds", "1"], "--record"),                  # without --deterministic
+    (["--deterministic", "--record", "/nonexistent/x.race"], "/nonexistent"),
+    (["--deterministic", "--trace", "tr.json"], "--trace"),
+    (["--deterministic", "--sample-ms", "5"], "--sample-ms"),
+    (["--deterministic", "--seconds", "1"], "--seconds"),
+    (["--deterministic", "--pin"], "--pin"),
+    (["--deterministic", "--watchdog-s", "3"], "--watchdog-s"),
+    (["--deterministic", "--reader-delay-us", "5"], "--reader-delay-us"),
+    (["--deterministic", "--sleep-latency-us", "5"], "--sleep-latency-us"),
+    (["--deterministic", "--trace-limit", "5"], "--trace-limit"),
+    (["--deterministic", "--start-method", "spawn"], "--start-method"),
+    (["--deterministic", "--swapoff-every", "1"], "--swapoff-every"),
+])
+def test_deterministic_bad_input_and_ignored_options_are_refused(tmp_path, args, needle):
+    run = run_cli(["run", "--quiet", "--ops", "10", "--json", "r.json", *args], tmp_path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    _one_error_line(run, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_deterministic_help_texts_agree(tmp_path):
+    run = run_cli(["run", "--help"], tmp_path)
+    text = " ".join(run.stdout.split())
+    assert "real processes are not scheduled deterministically" not in text
+    assert "(default: off, " not in text
+    assert text.count("(default: off)") == text.count("(default: off")
+    delays = text.rsplit("--reader-delays", 1)[1].split("--lockdep")[0]
+    assert delays.count("(default") == 1, delays
