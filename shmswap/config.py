@@ -31,6 +31,7 @@ _CHOICES = {
     "rcu": ("normal", "none"),
     "reader": ("normal", "broken"),
     "reader_delays": ("on", "off"),
+    "lifetimes": ("on", "off"),
     "inject_bug": ("", "lose-cluster"),
     "start_method": ("fork", "spawn", "forkserver"),
 }
@@ -144,6 +145,7 @@ class Config:
     lookup_ratio: float = 1.0
     reader_delay_us: int = 0
     reader_delays: str = "off"      # --reader-delays: rcutorture-style random delays in the read sections
+    lifetimes: str = "off"          # --lifetimes: the workload runs processes that swap out, live, then exit
     lockdep: bool = False           # --lockdep: lock-order checking (checks/lockdep.py) and the DEBUG_VM asserts
     start_method: str = "fork"
     lockstat: bool = True

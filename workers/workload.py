@@ -16,6 +16,19 @@ between free and used, and tables are allocated and freed all the time.  Lookups
 entries locklessly, including entries just freed, as swap-in would (the RCU readers), and
 validate what they get unless the reader is the broken variant.
 
+With ``--lifetimes on`` the slots belong to processes instead: each CPU runs one process after
+another; a process swaps out ``PROC_CLUSTERS`` clusters' worth of folios (they land together in
+the CPU's per-CPU clusters, whose tables are allocated one after another), lives the same number
+of steps as every other (``LIFETIME`` times the mean growth; one in ``LONG_LIVED_EVERY``
+``LONG_LIVED`` times longer: the long-lived background), then exits and frees all its slots in one
+step, as ``exit_mmap`` → ``zap_pte_range`` → ``free_swap_and_cache_nr`` does.  Whole clusters empty
+at once, their tables are freed together and the next process's clusters take them again (LIFO):
+the churn the lockless readers must survive.  A CPU that sees the fill drop by more than
+``JOB_DROP`` clusters' worth (another CPU's process exiting) ends its own oldest process too, as a
+job's processes end together: tables allocated at the same time by all CPUs, neighbours on the
+same slab pages, are freed together, and whole pages go back to the pool.  Above the fill target
+the oldest processes exit, down to half of it (memory pressure).
+
 The stream is fixed by (seed, worker); what other CPUs do meanwhile is not.
 """
 
@@ -58,6 +71,13 @@ DRAIN_TO = 0.5           # having reached the target fill, free (oldest first) d
 FIFO_FREE = 0.8
 HANDOFF = 0.1            # share of allocations published for another CPU to free
 HANDOFF_TAKE = 0.5       # share of frees that first take from the ring, so it stays short
+# --lifetimes on: a process swaps out this many clusters' worth of slots (uniform), then lives
+# LIFETIME times the steps a process takes to grow on average, one in LONG_LIVED_EVERY LONG_LIVED
+# times longer; a fill drop of more than JOB_DROP clusters' worth ends the oldest process too.
+PROC_CLUSTERS = (8, 24)
+LIFETIME = 1.0
+JOB_DROP = 2
+LONG_LIVED_EVERY, LONG_LIVED = 8, 20.0
 _OPS, _FREE_OPS, _LOOKUP = int(Stat.OPS), int(Stat.FREE_OPS), int(Stat.LOOKUP)
 _WRONG_OWNER_ACCEPTED, _FOREIGN_REJECTED = int(Stat.WRONG_OWNER_ACCEPTED), int(Stat.FOREIGN_REJECTED)
 
@@ -106,6 +126,22 @@ class Workload:
         self.devs = system.devices if len(system.devices) > 1 else None
         if self.devs is not None:
             self.device_target = int(cfg.fill * sum(int(d.shm.dev["pages"]) for d in self.devs))
+        # --lifetimes on: the processes that have grown, [exit time, records] in order of birth, the
+        # one growing (its records) and the slots it still swaps out; time counts non-lookup steps.
+        self.lifetimes = cfg.lifetimes == "on"
+        self.procs: list[list] = []
+        self.growing: list[list[int]] | None = None
+        self.grow_left = 0
+        self.grow_ops = 0
+        self.clock = 0
+        self.peak_used = 0
+        self.quiet = 0
+        # The same lifetime for every process of every CPU (in steps: the CPUs run the same mix at
+        # about the same pace), so the processes born together die together, on all CPUs, and free
+        # the tables they took together: whole slab pages, not one object here and there.
+        slots_per_alloc = sum((1 << o) * w for o, w in cfg.orders.items()) / sum(cfg.orders.values())
+        self.lifetime = int(LIFETIME * sum(PROC_CLUSTERS) / 2 * cfg.slots_per_cluster / slots_per_alloc)
+        self.last_nr = 0
 
     # -- one step ------------------------------------------------------------------------------------
     def step(self) -> None:
@@ -116,6 +152,10 @@ class Workload:
         else:
             used = (swap_usage_in_pages(self.si) if self.devs is None   # the fill, the same for every CPU
                     else sum(swap_usage_in_pages(d) for d in self.devs))
+            if self.lifetimes:
+                self.process_step(used)
+                self.cur.stat(_OPS)
+                return
             if used >= self.device_target:
                 self.draining = True
             elif used <= self.device_target * DRAIN_TO:
@@ -125,6 +165,66 @@ class Workload:
             else:
                 self.free()
         self.cur.stat(_OPS)
+
+    # -- --lifetimes on ----------------------------------------------------------------------------------
+    def process_step(self, used: int) -> None:
+        """One step of the CPU's processes: an exit when one is due (or the fill is above the target),
+        now and then a hand-off record freed, otherwise a swap-out for the growing process."""
+        rng = self.rng
+        self.clock += 1
+        procs = self.procs
+        if used >= self.device_target:
+            self.draining = True
+        elif used <= self.device_target * DRAIN_TO:
+            self.draining = False
+        if procs and self.draining:
+            self.exit_process(0)                     # memory pressure: the oldest go, on every CPU at once
+            return
+        due = min(range(len(procs)), key=lambda i: procs[i][0], default=-1)
+        if due >= 0 and procs[due][0] <= self.clock:
+            self.exit_process(due)
+            return
+        # Another CPU's process is exiting (the fill fell by more than JOB_DROP clusters' worth):
+        # this CPU's oldest, born about when it was, exits with it, as a job's processes end together.
+        self.peak_used = max(self.peak_used, used)
+        if procs and self.peak_used - used > JOB_DROP * self.cfg.slots_per_cluster and self.clock >= self.quiet:
+            self.exit_process(0)
+            return
+        if self.handoff is not None and rng.random() < HANDOFF:
+            rec = self.handoff.pop()                 # another CPU's slot: freed by whoever took it
+            if rec is not None:
+                self.cur.set_rec_op(OP_FREE)
+                self.cur.stat(_FREE_OPS)
+                release_record(self.si, rec)
+                self.recent.append(rec[0])
+                self.cur.set_rec_op(OP_IDLE)
+                return
+        if self.growing is None:
+            lo, hi = PROC_CLUSTERS
+            self.growing, self.grow_ops = [], 0
+            self.grow_left = rng.randint(lo, hi) * self.cfg.slots_per_cluster
+        self.grow_ops += 1
+        if self.alloc() >= 0:
+            self.grow_left -= self.last_nr
+        if self.grow_left <= 0:
+            life = self.lifetime * (LONG_LIVED if rng.randrange(LONG_LIVED_EVERY) == 0 else 1)
+            procs.append([self.clock + int(life), self.growing])
+            self.growing = None
+
+    def exit_process(self, i: int) -> None:
+        """Process ``i`` exits: all its slots are freed at once (``zap_pte_range`` →
+        ``free_swap_and_cache_nr``), the records swapoff has not already released."""
+        cur = self.cur
+        self.peak_used = 0
+        self.quiet = self.clock + self.lifetime // 2
+        cur.set_rec_op(OP_FREE)
+        cur.stat(_FREE_OPS)
+        _, recs = self.procs.pop(i)
+        for rec in recs:
+            if rec[0] >= 0:
+                self.release(rec)
+        self.live = deque(r for r in self.live if r[0] >= 0)
+        cur.set_rec_op(OP_IDLE)
 
     def alloc(self) -> int:
         si, folios, cur = self.si, self.folios, self.cur
@@ -138,7 +238,7 @@ class Workload:
         entry = folio_alloc_swap(si, folio)
         if self.reclaim is not None:
             settle(cur)                                  # the branch taken after a nested swap-out
-        nr = 1 << order
+        nr = self.last_nr = 1 << order
         if entry < 0:
             folios.folio_unlock(folio)
             folios.folio_put(folio)
@@ -158,6 +258,8 @@ class Workload:
         if self.handoff is None or self.rng.random() >= HANDOFF or not self.handoff.push(rec):
             self.live.append(rec)
             self.used += nr
+            if self.growing is not None:
+                self.growing.append(rec)
         cur.set_rec_op(OP_IDLE)
         return entry
 
@@ -169,8 +271,11 @@ class Workload:
         swap_duplicate(si, entry, nr)
         self.shadow += 1
         writeback_folio(si, folio, entry, self.shadow)
-        self.live.append([entry | (si.type << SWP_TYPE_SHIFT), order, -1, _SWAPPED])
+        rec = [entry | (si.type << SWP_TYPE_SHIFT), order, -1, _SWAPPED]
+        self.live.append(rec)
         self.used += nr
+        if self.growing is not None:
+            self.growing.append(rec)
 
     def writeback(self, folio: int, entry: int, nr: int) -> None:
         self.shadow += 1
@@ -201,6 +306,7 @@ class Workload:
         release_record(self.si, rec)
         self.used -= 1 << rec[1]
         self.recent.append(rec[0])
+        rec[0] = -1                 # released (a process's exit skips it: swapoff may have freed it)
 
     def lookup(self) -> None:
         """A lockless swap-cache lookup, validated as a swap-in must (unless the reader is broken)."""
@@ -211,6 +317,9 @@ class Workload:
             entry = self.recent[rng.randrange(len(self.recent))]
         elif self.live and pick < 2 / 3:
             entry = self.live[rng.randrange(len(self.live))][0]
+            if entry < 0:
+                cur.set_rec_op(OP_IDLE)
+                return
         else:
             # Any entry of the device, as a readahead over another process's swap would: often in a
             # cluster another CPU is recycling (or in a free one, whose NULL table ends the lookup).

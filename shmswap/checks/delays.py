@@ -85,6 +85,12 @@ class ReaderDelays(Observer):
         self.rng = random.Random(seed * 1_000_033 + 7919 * wid + 1)
         self.short_p, self.long_p, self.long_s = short_p, long_p, long_s
         self.near = int(system.si.spc * NEAR_EMPTY)
+        # --lifetimes on: a cluster empties at once when its process exits, from any count: a long
+        # delay may go to any cluster in use that is no CPU's per-CPU cluster, and waits for the exit
+        # however long the count stands still.
+        self.exits = system.shm.cfg.lifetimes == "on"
+        if self.exits:
+            self.near = system.si.spc
         self.short = self.long = 0          # how many delays of each kind were taken
         self.delayed_s = 0.0                # time spent delaying
         self.stalled: dict[tuple[int, int], int] = {}   # (device, cluster): its count when a wait gave up
@@ -114,7 +120,7 @@ class ReaderDelays(Observer):
     def _being_drained(self, si, ci: int) -> bool:
         """Cluster ``ci`` of ``si`` is nearly empty and no CPU's per-CPU cluster (those fill, not drain)."""
         count = si.cq[ci * _CW + _C_COUNT]
-        if not 0 < count <= self.near or self.stalled.get((si.type, ci)) == count:
+        if not 0 < count <= self.near or (not self.exits and self.stalled.get((si.type, ci)) == count):
             return False                        # (one this reader saw stall has not moved since)
         return self._allocating_cpu(si, ci, -1) < 0
 
@@ -149,7 +155,7 @@ class ReaderDelays(Observer):
                 now = time.monotonic()
                 if count < low:
                     low, progress = count, now
-                elif count >= low + REFILL_SLOTS or now - progress > STALL_S:
+                elif count >= low + REFILL_SLOTS or (now - progress > STALL_S and not self.exits):
                     self.stalled[si.type, ci] = count
                     return                      # refilled, or not draining: it will not empty soon
                 continue

@@ -5,7 +5,8 @@ script under the deterministic scheduler and checks every ``expect``: the record
 check results, or a race's documented outcome.  If the code changed, the first step the recorded
 schedule cannot follow, or the first checkpoint whose trace digest differs, is named.
 Exit status: 0 when every expectation held, 1 otherwise (a divergence, a failed expectation), 2
-for bad arguments or a script error.
+for bad arguments or a script error (an unknown ``# shmswap-script`` version, a recording cut short),
+130/143 after Ctrl-C/SIGTERM (the replay stops at its next step).
 
 Also here: ``shmswap run --deterministic [--record FILE]`` (run.py calls ``run_deterministic_command``).
 """
@@ -13,6 +14,7 @@ Also here: ``shmswap run --deterministic [--record FILE]`` (run.py calls ``run_d
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from dataclasses import fields
@@ -87,13 +89,17 @@ def main(args: argparse.Namespace) -> int:
             print(f"{n:16} {title}")
         return 0
     text = read_script(args.file)
-    try:
-        script = parse_script(text, _overrides(args.set))
-        t0 = time.perf_counter()
-        run = run_script(script)
-    except ScheduleFailure as e:
-        error(f"replay: {e}")
+    with StopSignals() as signals:
+        try:
+            script = parse_script(text, _overrides(args.set))
+            t0 = time.perf_counter()
+            run = run_script(script, stop=signals.received)
+        except ScheduleFailure as e:
+            error(f"replay: {e}")
     dt = time.perf_counter() - t0
+    if run.failure_kind == "interrupted":        # Ctrl-C: the schedule stopped at its next step
+        print(f"shmswap replay {args.file}: {run.failure}; nothing checked")
+        return 128 + int(signal.Signals[signals.first])
     if args.trace:
         for step, idx, kind, a, b in run.trace:
             print(step, idx, kind, a, b)

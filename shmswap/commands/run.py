@@ -83,6 +83,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="on|off: rcutorture-style random delays inside every CPU's read sections "
                         "(experimental: about 6-9%% slower; a default 6 s run recycles too few tables for them "
                         "to catch --reader broken or --rcu none)")
+    r.add_argument("--lifetimes", default=d.lifetimes,
+                   help="on|off: each CPU runs processes that swap out a few clusters' worth, live a while, then "
+                        "exit freeing all their slots at once, so whole clusters and tables recycle "
+                        "(experimental; default %(default)s)")
     r.add_argument("--lockdep", action="store_true",
                    help="check the lock order of reference §2.6 at every lock, and the kernel's DEBUG_VM asserts")
     r.add_argument("--sample-ms", type=int_arg, default=d.sample_ms,
@@ -125,6 +129,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
                   migrate_to=a.migrate_to, watchdog_s=a.watchdog_s, pin=a.pin, strict=a.strict,
                   json=a.json, quiet=a.quiet, inject_bug=a.inject_bug, start_method=a.start_method,
                   reader_delay_us=a.reader_delay_us, reader_delays=a.reader_delays, lockdep=a.lockdep,
+                  lifetimes=a.lifetimes,
                   cache_only=a.cache_only,
                   sample_ms=a.sample_ms, trace=a.trace, trace_limit=a.trace_limit, trace_lock_ns=a.trace_lock_ns)
 

@@ -122,3 +122,14 @@ def test_once_the_table_is_freed_the_wait_is_bounded_from_the_free(system):
     t0 = time.monotonic()
     always_long(system, long_s=0.2)._long(system.si, ci, table, 1, 0.01)
     assert 0.2 <= time.monotonic() - t0 < 1.0
+
+
+def test_with_lifetimes_a_long_delay_waits_on_any_cluster_in_use_for_its_process_to_exit(make_system):
+    s = make_system(lifetimes="on")
+    ci, rest, filling = drained_cluster(s, keep=s.si.spc)       # full: nothing freed yet
+    d = always_long(s, long_s=0.2)
+    assert d._being_drained(s.si, ci)
+    assert not d._being_drained(s.si, filling >> s.si.spc_shift)  # a per-CPU cluster still fills
+    t0 = time.monotonic()
+    d._long(s.si, ci, table_of(s, ci), 1, 0.2)                  # its count stands still: no giving up
+    assert 0.2 <= time.monotonic() - t0 < 1.0

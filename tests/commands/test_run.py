@@ -292,7 +292,7 @@ def test_deterministic_killed_task_process_writes_a_failed_result(tmp_path):
     (["--deterministic", "--watchdog-s", "3"], "--watchdog-s"),
     (["--deterministic", "--reader-delay-us", "5"], "--reader-delay-us"),
     (["--deterministic", "--sleep-latency-us", "5"], "--sleep-latency-us"),
-    (["--deterministic", "--trace-limit", "5"], "--trace-limit"),
+    (["--deterministic", "--trace-limit", "100000"], "--trace-limit"),
     (["--deterministic", "--start-method", "spawn"], "--start-method"),
     (["--deterministic", "--swapoff-every", "1"], "--swapoff-every"),
 ])

@@ -2,6 +2,7 @@
 (shmswap.runner.deterministic, script, explore; shmswap replay / explore / run --deterministic)."""
 
 import dataclasses
+import signal
 from importlib import resources
 
 import pytest
@@ -174,3 +175,21 @@ def test_explore_finds_an_injected_bug_and_prints_a_replay_that_fails():
     assert r.ok, r.failures               # its expectation: the violation (or crash) happens again
     assert r.failed("violation")
     assert not run_script(ex.script).failed("violation")     # and without the bug it does not
+
+
+def test_a_stop_signal_ends_a_workload_in_order_and_a_second_stops_the_schedule(tmp_path):
+    """``stop`` (driver.StopSignals.received) grows while the run goes: here it is given before."""
+    cfg = SMALL.with_(ops=300)
+    whole, _ = run_deterministic(cfg)
+    run, text = run_deterministic(cfg, str(tmp_path / "s.race"), stop=[signal.SIGINT])
+    # The first signal: no CPU begins an operation; the run ends clean, checked, and unrecorded.
+    assert run.failure is None and run.ok and 0 < run.steps < whole.steps
+    assert run.checks[-1] == {"violations": [], "findings": []}
+    assert text == "" and list(tmp_path.iterdir()) == []
+    run, _ = run_deterministic(cfg, stop=[signal.SIGINT, signal.SIGTERM])
+    assert run.failure_kind == "interrupted" and run.failure == "interrupted by SIGINT and SIGTERM at step 0"
+
+
+def test_explore_stopped_says_how_many_schedules_it_ran():
+    ex = explore(race("t5-explore"), schedules=10, until="violation", stop=[signal.SIGINT])
+    assert not ex.found and ex.schedules == 0 and ex.interrupted == "SIGINT"

@@ -2,6 +2,7 @@
 --processes): every task an OS process, the same schedule as the threads mode, bit for bit."""
 
 import os
+import signal
 import time
 
 import psutil
@@ -111,3 +112,12 @@ def test_only_workload_scripts_run_as_processes():
     with pytest.raises(ScheduleFailure, match="workload scripts only"):
         run_processes("config cpus=2 size=64K slots_per_cluster=8 orders=0:1\ncpu0: alloc\n")
     assert not mine()
+
+
+def test_a_stop_signal_ends_the_processes_in_order_and_a_second_stops_the_schedule():
+    run, text = run_deterministic_processes(SMALL, stop=[signal.SIGTERM])
+    assert run.failure is None and run.ok and text == ""      # ended in order, unrecorded
+    assert run.checks[-1]["violations"] == []
+    run, _ = run_deterministic_processes(SMALL, stop=[signal.SIGINT, signal.SIGINT])
+    assert run.failure_kind == "interrupted" and run.failure.startswith("interrupted by SIGINT and SIGINT")
+    assert mine() == [] and no_children_left()

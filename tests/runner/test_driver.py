@@ -374,6 +374,17 @@ def test_reader_delays_can_be_turned_on_and_off(tmp_path):
     assert rc == 2 and "--reader-delays" in out
 
 
+def test_lifetimes_can_be_turned_on_and_off(tmp_path):
+    rc, out, data = shmswap_run([*SMALL, "--lifetimes", "on", "--reader-delays", "on"], tmp_path)
+    assert rc == 0, out
+    assert data["config"]["lifetimes"] == "on"
+    rc, out, data = shmswap_run(SMALL, tmp_path)
+    assert rc == 0, out
+    assert data["config"]["lifetimes"] == "off"
+    rc, out, _ = shmswap_run([*SMALL, "--lifetimes", "forever"], tmp_path)
+    assert rc == 2 and "--lifetimes" in out and "forever" in out
+
+
 # -- several devices in processes (issue 7 item 1) --------------------------------------------------------
 
 # Two SSDs of equal priority (allocations round-robin) and every table allocation sleeping: the
