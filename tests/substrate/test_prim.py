@@ -544,7 +544,7 @@ def test_abort_word_breaks_wait_on_dead_holder(shm):
 # mutual exclusion across processes
 
 NPROC = 4
-NITER = 20_000
+NITER = 100_000     # about 10 ms a child: two of them overlap on 2 cores even under load
 COUNTER = 64
 START = 72
 READY = 80
