@@ -303,11 +303,17 @@ def main_cost(args) -> int:
         doc = {"version": 1, "kind": "cost", "status": status, "kernel": os.uname().release, "device": device,
                "comp_algorithm": algorithm, "cpu": cpu, "data": args.cost_data, "pages_per_order": args.cost_pages,
                "orders": rows}
-        try:
-            write_atomically(args.json, json.dumps(doc, indent=1) + "\n")
-        except OSError as e:
-            print(f"shmswap: error: --json: cannot write {cut(repr(args.json))}: {e.strerror}", file=sys.stderr)
-            status = status or 1
+        status = _write_json(args.json, doc, status)
+    return status
+
+
+def _write_json(path: str, doc: dict, status: int) -> int:
+    """Write ``doc`` whole to ``path``; a failure is one line and makes the status at least 1."""
+    try:
+        write_atomically(path, json.dumps(doc, indent=1) + "\n")
+    except OSError as e:
+        print(f"shmswap: error: --json: cannot write {cut(repr(path))}: {e.strerror}", file=sys.stderr)
+        return status or 1
     return status
 
 
@@ -418,9 +424,5 @@ def main(args) -> int:
     if args.json:
         doc = {"version": 1, "status": status, "summary": totals, "scenarios": rows,
                "kernel": None if args.model_only else os.uname().release}
-        try:
-            write_atomically(args.json, json.dumps(doc, indent=1) + "\n")
-        except OSError as e:
-            print(f"shmswap: error: --json: cannot write {cut(repr(args.json))}: {e.strerror}", file=sys.stderr)
-            status = status or 1
+        status = _write_json(args.json, doc, status)
     return status

@@ -133,11 +133,17 @@ class TableSlab:
             return self._fail()
         if self.sleep_fail and self.rng.random() < self.sleep_fail:
             return self._fail()
+        h = self._alloc_waiting(ci, SLAB.sleep_allocs)
+        return h if h >= 0 else self._fail()
+
+    def _alloc_waiting(self, ci: int, counter: int | None = None) -> int:
+        """One object for ``ci`` as GFP_KERNEL gets it: if the pool is empty, wait for grace periods
+        to bring pending pages back (three tries); counts ``counter`` on success; -1 if none came."""
         for _attempt in range(3):
             self.lock()
             h = self._get_object(0)
-            if h >= 0:
-                self._hadd(SLAB.sleep_allocs)
+            if h >= 0 and counter is not None:
+                self._hadd(counter)
             self.unlock()
             if h >= 0:
                 return self._zero(h, ci)
@@ -145,7 +151,7 @@ class TableSlab:
                 break
             self.rcu.synchronize_rcu()
             self.process_deferred()
-        return self._fail()
+        return -1
 
     def _fail(self) -> int:
         self.sr.fetch_add(8 * SLAB.alloc_failures, 1)
@@ -344,17 +350,7 @@ class TableSlab:
         """A table for ``ci`` at a later swapon of the device (``setup_clusters``, GFP_KERNEL): the
         slab already runs, so one object the ordinary way, never failed by injection, waiting for
         grace periods to bring pages back as GFP_KERNEL may; -1 only if the pool is exhausted."""
-        for _attempt in range(3):
-            self.lock()
-            h = self._get_object(0)
-            self.unlock()
-            if h >= 0:
-                return self._zero(h, ci)
-            if not self._h(SLAB.npending):
-                break
-            self.rcu.synchronize_rcu()
-            self.process_deferred()
-        return -1
+        return self._alloc_waiting(ci)
 
     def init_empty(self) -> None:
         hdr = self.shm.slab_hdr

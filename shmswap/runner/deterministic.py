@@ -424,6 +424,20 @@ class Scheduler(Observer):
         raise SchedAbort()
 
     # -- the threads ------------------------------------------------------------------------------------------
+    def _run_program(self, t: SchedTask) -> None:
+        """Run ``t``'s operations, one scheduling point (``OP``) before each but the first."""
+        while True:
+            if t.ops:
+                t.pending = (OP, t.ops, 0)
+                self._switch(t)
+            if self.closing:
+                break
+            op = t.program.pop()
+            if op is None:
+                break
+            t.ops += 1
+            op()
+
     def _body(self, t: SchedTask) -> None:
         t.ident = _thread.get_ident()
         t.sem.acquire()
@@ -432,17 +446,7 @@ class Scheduler(Observer):
                 return
             self.system.switch_to(self.model.tasks[t.wid])
             self.rcu.nest = 0
-            while True:
-                if t.ops:                             # the point before every operation but the first
-                    t.pending = (OP, t.ops, 0)
-                    self._switch(t)
-                if self.closing:
-                    break
-                op = t.program.pop()
-                if op is None:
-                    break
-                t.ops += 1
-                op()
+            self._run_program(t)
         except SchedAbort:
             return
         except BaseException as e:   # noqa: BLE001 - a crashed task stops the run, with its error

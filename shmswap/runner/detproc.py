@@ -49,10 +49,13 @@ from ..substrate.files import write_atomically
 from ..substrate.lifeline import Lifeline
 from ..substrate.proc import set_comm
 from .deterministic import OP, SchedAbort, ScheduleFailure, Scheduler, task_name
+from .driver import join_or_kill
 from .script import (
     CHECKPOINT_EVERY,
+    ManagerLoop,
     Script,
     ScriptRun,
+    WorkloadProgram,
     _fallback,
     check_summary,
     deterministic_script,
@@ -187,39 +190,6 @@ class SharedBudget:
         """The driver got a stop signal: no CPU begins another operation (a word of its own: the
         running process's read-modify-write of the budget would lose the driver's store)."""
         return bool(self.ctl.q[H_STOP])
-
-
-class ProcWorkload:
-    """script.WorkloadProgram on the shared budget."""
-
-    def __init__(self, load: Workload, budget: SharedBudget) -> None:
-        self.load, self.budget = load, budget
-
-    def idle(self) -> bool:
-        return False
-
-    def pop(self):
-        if self.budget.left <= 0 or self.budget.stop:
-            return None
-        self.budget.left -= 1
-        return self.load.step
-
-
-class ProcManagerLoop:
-    """script.ManagerLoop: the manager's pending work while a CPU is not done."""
-
-    def __init__(self, model: Model, sched: Scheduler) -> None:
-        self.sched = sched
-        system = model.system
-        self.op = lambda: system.run_pending_work(grace_period=system.slab.pending() > 4)
-
-    def idle(self) -> bool:
-        return False
-
-    def pop(self):
-        if all(t.done for t in self.sched.tasks if t.idx != self.sched.ncpus):
-            return None
-        return self.op
 
 
 class ProcScheduler(Scheduler):
@@ -433,17 +403,7 @@ class ProcScheduler(Scheduler):
             if self.aborting or self.closing:
                 return
             self._resume()
-            while True:
-                if t.ops:
-                    t.pending = (OP, t.ops, 0)
-                    self._switch(t)
-                if self.closing:
-                    break
-                op = t.program.pop()
-                if op is None:
-                    break
-                t.ops += 1
-                op()
+            self._run_program(t)
         except SchedAbort:
             return
         except ProcessDied:
@@ -498,9 +458,9 @@ def task_main(cfg: Config, n_workers: int, names, idx: int, ctl: SharedControl, 
         sched = ProcScheduler(model, policy, ctl, idx, max_steps=max_steps, driver_pid=driver_pid)
         me = sched.mine
         if idx < cfg.cpus:
-            me.program = ProcWorkload(Workload(system, model.tasks[wid], cfg, cfg.cpus), SharedBudget(ctl))
+            me.program = WorkloadProgram(Workload(system, model.tasks[wid], cfg, cfg.cpus), SharedBudget(ctl))
         else:
-            me.program = ProcManagerLoop(model, sched)
+            me.program = ManagerLoop(model, sched)
         system.folios.foreign_free = sched.foreign_free
         model.add_observer(sched)
         conn.send(("ready", os.getpid()))
@@ -515,7 +475,7 @@ def task_main(cfg: Config, n_workers: int, names, idx: int, ctl: SharedControl, 
             cmd = conn.recv()
             if cmd[0] == "release":               # try_to_unuse's share of this CPU, outside the schedule
                 before = len(model.warnings)
-                if isinstance(me.program, ProcWorkload):
+                if isinstance(me.program, WorkloadProgram):
                     me.program.load.release_all()
                 conn.send(("released", model.warnings[before:]))
             else:
@@ -704,14 +664,7 @@ def _reap(procs: list, conns: list, patient: bool = True) -> None:
             c.send(("exit",))
         except (OSError, ValueError):
             pass
-    deadline = time.monotonic() + (10.0 if patient else 0.5)
-    for p in procs:
-        if p.pid is None:
-            continue
-        p.join(max(0.05, deadline - time.monotonic()))
-        if p.is_alive():
-            os.kill(p.pid, signal.SIGKILL)
-            p.join(5.0)
+    join_or_kill(procs, 10.0 if patient else 0.5)
     for c in conns:
         c.close()
 

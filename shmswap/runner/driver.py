@@ -29,7 +29,7 @@ from ..config import Config
 from ..result import Result
 from ..substrate.shm import remove_orphaned_segments, unlink_by_name
 
-__all__ = ["run_multiprocess", "RunAborted", "failed_result", "STOP_SIGNALS", "StopSignals"]
+__all__ = ["run_multiprocess", "join_or_kill", "RunAborted", "failed_result", "STOP_SIGNALS", "StopSignals"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -195,17 +195,22 @@ def _reap(manager, workers: list, names: list[dict[str, str]], patient: bool) ->
 
     After a result everyone is on the way out; after a failure nobody is waited for.
     """
-    deadline = time.monotonic() + (10.0 if patient else 0.0)
-    for p in [*workers, manager]:
+    join_or_kill([*workers, manager], 10.0 if patient else 0.0)
+    for device in names:
+        for name in device.values():
+            unlink_by_name(name)
+
+
+def join_or_kill(procs: list, patience_s: float) -> None:
+    """Join every started process within ``patience_s`` in all; SIGKILL (then join) what is left."""
+    deadline = time.monotonic() + patience_s
+    for p in procs:
         if p.pid is None:
             continue
         p.join(max(0.05, deadline - time.monotonic()))
         if p.is_alive():
             os.kill(p.pid, signal.SIGKILL)
             p.join(5.0)
-    for device in names:
-        for name in device.values():
-            unlink_by_name(name)
 
 
 def failed_result(cfg: Config, reason: str) -> Result:

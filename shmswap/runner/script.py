@@ -360,6 +360,22 @@ class ManagerLoop:
         return self.op
 
 
+def add_queue_tasks(sched: Scheduler, model: Model) -> None:
+    """Give every CPU and the manager a ``QueueProgram`` (a script fills the queues)."""
+    for w in range(model.cpus):
+        sched.add_task(w, w, QueueProgram())
+    sched.add_task(model.cpus, model.manager_wid, QueueProgram())
+
+
+def run_observing(sched: Scheduler, model: Model) -> None:
+    """Run the schedule with ``sched`` observing the model's preemption points, then detach it."""
+    model.add_observer(sched)
+    try:
+        sched.run()
+    finally:
+        model.system.observers.remove(sched)
+
+
 def _make_op(model: Model, op: tuple) -> Callable[[], None]:
     system = model.system
     kind = op[0]
@@ -670,14 +686,8 @@ def run_script(text: str | Script, *, policy=None, setup: Callable[[Model], None
                 sched.add_task(w, w, WorkloadProgram(Workload(model.system, model.tasks[w], cfg, cfg.cpus), budget))
             sched.add_task(cfg.cpus, model.manager_wid, ManagerLoop(model, sched), background=True)
         else:
-            for w in range(cfg.cpus):
-                sched.add_task(w, w, QueueProgram())
-            sched.add_task(cfg.cpus, model.manager_wid, QueueProgram())
-        model.add_observer(sched)
-        try:
-            sched.run()
-        finally:
-            model.system.observers.remove(sched)
+            add_queue_tasks(sched, model)
+        run_observing(sched, model)
         model.on_manager()
         failures = list(checks.failures)
         state = None

@@ -24,7 +24,17 @@ from collections.abc import Callable
 
 from ..model import Model
 from .deterministic import SchedTask, ScheduleFailure, Scheduler
-from .script import HEADER, QueueProgram, Script, ScriptPolicy, _Checks, _fallback, _make_op, parse_script
+from .script import (
+    HEADER,
+    Script,
+    ScriptPolicy,
+    _Checks,
+    _fallback,
+    _make_op,
+    add_queue_tasks,
+    parse_script,
+    run_observing,
+)
 
 __all__ = ["schedule_script", "run_schedule", "script_op", "Stop"]
 
@@ -94,14 +104,8 @@ def run_schedule(model: Model, script: Script | str, *,
     sched.policy = _StoppingPolicy(script, model, sched, _fallback(script.fallback), _Checks(), make_op=make_op,
                                    stops=stops or {})
     sched.on_step = on_step
-    for w in range(model.cpus):
-        sched.add_task(w, w, QueueProgram())
-    sched.add_task(model.cpus, model.manager_wid, QueueProgram())
-    model.add_observer(sched)
-    try:
-        sched.run()
-    finally:
-        model.system.observers.remove(sched)
+    add_queue_tasks(sched, model)
+    run_observing(sched, model)
     if sched.failure is not None:
         raise ScheduleFailure(sched.failure)
     if sched.policy.stops:
