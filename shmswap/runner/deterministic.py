@@ -457,6 +457,10 @@ class Scheduler(Observer):
             self.cur = None
             self._main.release()
             return
+        self._end_task(t)
+
+    def _end_task(self, t: SchedTask) -> None:
+        """``t`` ran out of operations: hand control to the next task, or back when none is left."""
         t.done = True
         if self.closing or self.aborting:
             return
@@ -466,11 +470,18 @@ class Scheduler(Observer):
             return
         if nxt is None:
             self.finished = True
-            self.cur = None
-            self._main.release()
+            self._hand_back()
         else:
-            self.cur = nxt
-            nxt.sem.release()
+            self._hand_over(nxt)
+
+    def _hand_back(self) -> None:
+        """The schedule is done: control goes back to the thread that called ``run``."""
+        self.cur = None
+        self._main.release()
+
+    def _hand_over(self, nxt: SchedTask) -> None:
+        self.cur = nxt
+        nxt.sem.release()
 
     def run(self) -> None:
         """Run every task to the end (or the first failure); returns in the main thread."""

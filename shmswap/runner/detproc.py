@@ -417,18 +417,13 @@ class ProcScheduler(Scheduler):
             return
         finally:
             self.active = False
-        t.done = True
-        if self.closing or self.aborting:
-            return
-        try:
-            nxt = self._choose(None)
-        except SchedAbort:
-            return
-        if nxt is None:
-            self.finished = True
-            self._hand(DRIVER)
-        else:
-            self._hand(nxt.idx)
+        self._end_task(t)
+
+    def _hand_back(self) -> None:
+        self._hand(DRIVER)
+
+    def _hand_over(self, nxt) -> None:
+        self._hand(nxt.idx)
 
     # -- the end (task process): what it saw, and its share of try_to_unuse ----------------------------------
     def shipment(self) -> tuple:
