@@ -163,8 +163,8 @@ def test_choices_are_case_insensitive(tmp_path):
 
 def test_processes_are_named_as_documented(tmp_path):
     run = start_cli(["run", "--size", "64M", "--seconds", "2", "--quiet", "--cpus", "2"], tmp_path)
-    wait_for_child(run, "shmswap-cpu1")
-    wait_for_child(run, "shmswap-manager")
+    for name in ("shmswap-cpu0", "shmswap-cpu1", "shmswap-manager"):
+        wait_for_child(run, name)
     assert set(run.names.values()) >= {"shmswap-manager", "shmswap-cpu0", "shmswap-cpu1"}
     ps = subprocess.run(["ps", "-o", "comm=", "-p", ",".join(map(str, run.pids))], capture_output=True,
                         text=True).stdout.split()
