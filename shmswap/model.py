@@ -44,7 +44,7 @@ from .mm.cluster import CI_BYTES, CI_LOCK
 from .mm.device import SleepAlloc, swap_usage_in_pages
 from .mm.rcu import ReaderSupervisor
 from .mm.reclaim import free_swap_and_cache_nr, swap_reclaim_work
-from .mm.swap import FLAG_NAMES, SWAP_USAGE_COUNTER_MASK
+from .mm.swap import FLAG_NAMES, SWAP_USAGE_COUNTER_MASK, SWP_TYPE_SHIFT
 from .mm.swap_cache import __swap_cache_del_folio as _del_folio_locked  # no mangling inside the class
 from .mm.swap_cache import swap_cache_del_folio, swap_cache_get_folio
 from .mm.swap_free import swap_duplicate, swap_entries_put_cache
@@ -65,7 +65,6 @@ CACHE_ONLY = "cache_only"  # SWAP_HAS_CACHE only (no map count), the folio in th
 CACHED = "cached"          # SWAP_HAS_CACHE | 1 map count, the folio in the swap cache, unlocked
 RAW = "raw"                # straight out of folio_alloc_swap: HAS_CACHE, folio in the cache and locked
 STATES = (SWAPPED, CACHE_ONLY, CACHED, RAW)
-SWP_TYPE_SHIFT = 48
 
 
 @dataclass(frozen=True)

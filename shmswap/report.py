@@ -204,6 +204,13 @@ def render(res: Result, strict: bool = False) -> str:
     out.append(f"oracles: {verdict}: freed-memory reads {o['freed_memory_reads']}, foreign folio accepted "
                f"{o['wrong_owner_accepted']}, reads 2+ grace periods after the free {o['pipe_too_old']}; "
                f"foreign folios rejected by validating readers {o['foreign_folios_rejected']}")
+    d = o.get("reader_delays")
+    if cfg.get("reader_delays") == "on" and d:
+        cpu_s = max(res.duration_s * max(int(cfg.get("cpus", 1)), 1), 1e-9)
+        out.append(f"reader delays (rcutorture-style, inside the read sections): short {d['short']:,}, long "
+                   f"{d['long']:,} (the table freed under {d['long_saw_table_freed']:,} of them, then back in "
+                   f"the page pool or another cluster's under {d['long_saw_table_gone']:,}); "
+                   f"{d['delayed_s']:.2f} s delayed, {100 * d['delayed_s'] / cpu_s:.1f}% of the CPUs' time")
     out.append("")
     chk = res.check
     out.append(f"invariants checked: {', '.join(chk.checked)}")

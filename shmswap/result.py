@@ -146,7 +146,12 @@ def collect(system, check: CheckResult, duration_s: float, notes: list[str] | No
     oracles = {"freed_memory_reads": rcu["freed_memory_reads"],
                "wrong_owner_accepted": rcu["wrong_owner_accepted"],
                "pipe_too_old": _sum(stats, Stat.PIPE_TOO_OLD),
-               "foreign_folios_rejected": _sum(stats, Stat.FOREIGN_REJECTED)}
+               "foreign_folios_rejected": _sum(stats, Stat.FOREIGN_REJECTED),
+               "reader_delays": {"short": _sum(stats, Stat.READER_DELAYS_SHORT),
+                                 "long": _sum(stats, Stat.READER_DELAYS_LONG),
+                                 "long_saw_table_freed": _sum(stats, Stat.LONG_DELAY_FREED),
+                                 "long_saw_table_gone": _sum(stats, Stat.LONG_DELAY_GONE),
+                                 "delayed_s": _sum(stats, Stat.READER_DELAY_US) / 1e6}}
     locks = {k: v.as_dict() for k, v in lockstat_by_class(shm.workers["lockstat"]).items()}
     return Result(config=cfg.as_dict(), variant=system.variant.as_dict(), duration_s=duration_s, ops=ops,
                   locks=locks, tables=tables, migration=migration, rcu=rcu, oracles=oracles, check=check,

@@ -93,8 +93,9 @@ def cpu_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: int,
             ctl.set_affinity(wid, _pin(wid))
         if cfg.reader_delay_us and wid == 0:    # one slow reader; the other CPUs churn
             model.add_observer(ReaderWindowDelay(system, cfg.reader_delay_us / 1e6))
+        delays = None
         if cfg.reader_delays == "on" and not cfg.reader_delay_us:   # rcutorture's random read-side delays
-            model.add_observer(ReaderDelays(system, cfg.seed, wid))
+            delays = model.add_observer(ReaderDelays(system, cfg.seed, wid))
         tracer = None
         if cfg.trace:                           # --trace: this CPU's share of the events, shipped at the end
             tracer = model.add_observer(TraceRecorder(wid, share(cfg.trace_limit, cfg.cpus + 1, bool(cfg.sample_ms)),
@@ -106,6 +107,8 @@ def cpu_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: int,
         _run(ctl, load, wid, budget, driver, unuse)
         if unuse is not None:
             unuse.poll()                        # a request posted before the stop
+        if delays is not None:
+            delays.flush()
         if tracer is not None:
             system.observers.remove(tracer)
             conn.send(("trace", *tracer.shipment()))

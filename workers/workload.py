@@ -39,6 +39,7 @@ from collections import deque
 
 from shmswap.config import Config
 from shmswap.mm.allocator import folio_alloc_swap
+from shmswap.mm.cluster import cluster_count
 from shmswap.mm.device import swap_usage_in_pages
 from shmswap.mm.reclaim import free_swap_and_cache_nr
 from shmswap.mm.swap_cache import swap_cache_get_folio
@@ -78,6 +79,7 @@ PROC_CLUSTERS = (8, 24)
 LIFETIME = 1.0
 JOB_DROP = 2
 LONG_LIVED_EVERY, LONG_LIVED = 8, 20.0
+EXIT_SOON_DIV = 8        # a process is published (publish_exiting) in the last 1/8 of a lifetime
 _OPS, _FREE_OPS, _LOOKUP = int(Stat.OPS), int(Stat.FREE_OPS), int(Stat.LOOKUP)
 _WRONG_OWNER_ACCEPTED, _FOREIGN_REJECTED = int(Stat.WRONG_OWNER_ACCEPTED), int(Stat.FOREIGN_REJECTED)
 
@@ -142,6 +144,10 @@ class Workload:
         slots_per_alloc = sum((1 << o) * w for o, w in cfg.orders.items()) / sum(cfg.orders.values())
         self.lifetime = int(LIFETIME * sum(PROC_CLUSTERS) / 2 * cfg.slots_per_cluster / slots_per_alloc)
         self.last_nr = 0
+        self.published: list | None = None     # the process whose cluster this CPU published (publish_exiting)
+        self.doomed: list[int] = []             # ... the clusters its exit empties
+        self.exit_soon = max(self.lifetime // EXIT_SOON_DIV, 1)   # ... when it ends within this many steps
+        self.n_workers = n_workers
 
     # -- one step ------------------------------------------------------------------------------------
     def step(self) -> None:
@@ -181,6 +187,7 @@ class Workload:
             self.exit_process(0)                     # memory pressure: the oldest go, on every CPU at once
             return
         due = min(range(len(procs)), key=lambda i: procs[i][0], default=-1)
+        self.publish_exiting(procs[due] if due >= 0 and procs[due][0] - self.clock <= self.exit_soon else None)
         if due >= 0 and procs[due][0] <= self.clock:
             self.exit_process(due)
             return
@@ -211,6 +218,33 @@ class Workload:
             procs.append([self.clock + int(life), self.growing])
             self.growing = None
 
+    def publish_exiting(self, proc: list | None) -> None:
+        """Publish, for the other CPUs' readahead (``lookup``), a cluster that empties when ``proc``, the
+        process this CPU ends next, exits: one whose every slot in use is the process's (its first and
+        last clusters of each order are shared with its neighbours; a slot handed to another CPU to
+        free stays).  A new one of them each step, so the readers spread over its tables."""
+        if proc is None and self.published is None:
+            return
+        if proc is not self.published:
+            self.published = proc
+            self.doomed = self.clusters_emptied_by(proc[1]) if proc is not None else []
+        swp = self.doomed[self.rng.randrange(len(self.doomed))] if self.doomed else 0
+        self.cur.set_rec_exiting(swp)
+
+    def clusters_emptied_by(self, recs: list[list[int]]) -> list[int]:
+        """The clusters (their first entries) whose slots in use are all in ``recs``."""
+        spc = self.cfg.slots_per_cluster
+        held: dict[int, int] = {}
+        for swp, order, _, _ in recs:
+            if swp >= 0:
+                held[swp // spc] = held.get(swp // spc, 0) + (1 << order)
+        doomed = []
+        for key, n in held.items():
+            swp = key * spc
+            if cluster_count(self.si.devs[swp >> SWP_TYPE_SHIFT], (swp & _OFFSET_MASK) // spc) == n:
+                doomed.append(swp)
+        return doomed
+
     def exit_process(self, i: int) -> None:
         """Process ``i`` exits: all its slots are freed at once (``zap_pte_range`` →
         ``free_swap_and_cache_nr``), the records swapoff has not already released."""
@@ -220,6 +254,7 @@ class Workload:
         cur.set_rec_op(OP_FREE)
         cur.stat(_FREE_OPS)
         _, recs = self.procs.pop(i)
+        self.publish_exiting(None)
         for rec in recs:
             if rec[0] >= 0:
                 self.release(rec)
@@ -320,6 +355,8 @@ class Workload:
             if entry < 0:
                 cur.set_rec_op(OP_IDLE)
                 return
+        elif self.lifetimes and pick < 5 / 6 and (entry := self.other_exiting()):
+            pass        # readahead into the swap of a process another CPU is about to end
         else:
             # Any entry of the device, as a readahead over another process's swap would: often in a
             # cluster another CPU is recycling (or in a free one, whose NULL table ends the lookup).
@@ -333,6 +370,16 @@ class Workload:
             folios.folio_put(folio)
         cur.set_rec_op(OP_IDLE)
 
+    def other_exiting(self) -> int:
+        """A slot of the cluster another CPU published for its next process to exit (``publish_exiting``),
+        any of the cluster's slots, as readahead reads around a fault; 0 none."""
+        if self.n_workers < 2:
+            return 0
+        other = (self.task.wid + 1 + self.rng.randrange(self.n_workers - 1)) % self.n_workers
+        swp = self.cur.exiting(other)
+        spc = self.cfg.slots_per_cluster
+        return swp - swp % spc + self.rng.randrange(spc) if swp else 0
+
     def validate(self, folio: int, entry: int) -> None:
         """What a swap-in does with a folio from a lockless lookup: lock it, check it is ours.
 
@@ -342,7 +389,7 @@ class Workload:
         """
         folios, cur = self.folios, self.cur
         if self.broken_reader:
-            if folios.folio_is_foreign(folio, entry):
+            if cur.read_foreign or folios.folio_is_foreign(folio, entry):
                 cur.stat(_WRONG_OWNER_ACCEPTED)
             return
         if not folios.folio_trylock(folio):

@@ -11,7 +11,9 @@ object header of the table it reached:
   completed since it was freed; 2 or more means a grace period ended under a reader.
 
 The third oracle, a folio accepted for the wrong entry, is the workload's validation after the
-lookup (workers/workload.py): only the caller can tell which entry it asked for.
+lookup (workers/workload.py): only the caller can tell whether it checks what it got.  The oracle
+notes (``Current.read_foreign``) whether the folio a read returned was, at that moment, cached for
+another entry: the caller may find it already gone from the swap cache, yet it was another's.
 
 In slab mode reuse is allowed (SLAB_TYPESAFE_BY_RCU) and it is the caller's validation that must
 catch a foreign folio.  ``--reader broken`` and ``--rcu none`` prove these oracles have teeth.
@@ -20,6 +22,7 @@ catch a foreign folio.  ``--reader broken`` and ``--rcu none`` prove these oracl
 from __future__ import annotations
 
 from ..mm.slab import OBJ_POOL, OBJ_RCU, TableSlab
+from ..mm.swap_table import swp_tb_to_folio
 from ..mm.task import Current
 from ..substrate.observe import Observer
 from ..substrate.stats import Stat
@@ -50,9 +53,17 @@ class ReaderOracle(Observer):
     def reader_read(self, wid: int, ci: int, table: int, off: int, tb: int) -> int:
         slab = self._slab()
         state = slab.obj_state(table)
+        cur = self.cur
         if state == OBJ_POOL or (self.page_mode and slab.obj_gen_live(table) != self._gen.get(wid)):
-            self.cur.stat(_FREED_MEMORY_READS)
+            cur.stat(_FREED_MEMORY_READS)
+            cur.read_foreign = False
             return 0
+        # What the reader got, as it got it: a folio cached for another entry is foreign even if it
+        # leaves the swap cache before the caller looks at it (a reader that does not validate
+        # uses it all the same; workers/workload.py judges the caller).
+        si = cur.reader_si
+        cur.read_foreign = bool(tb and not tb & 1 and si is not None and si.folios.folio_is_foreign(
+            swp_tb_to_folio(tb), (ci << si.spc_shift) | off))
         if state == OBJ_RCU:
             age = self.rcu.completed() - slab.obj_gp(table)
             self.rcu.pipe_record(age)

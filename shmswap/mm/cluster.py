@@ -69,6 +69,11 @@ def cluster_is_empty(si, ci: int) -> bool:
     return si.cq[ci * CW + C_COUNT] == 0
 
 
+def cluster_count(si, ci: int) -> int:
+    """``ci->count``: slots in use (a lockless read outside ``ci->lock``: a snapshot)."""
+    return int(si.cq[ci * CW + C_COUNT])
+
+
 def cluster_is_discard(si, ci: int) -> bool:
     return si.cq[ci * CW + C_FLAGS] == CLUSTER_FLAG_DISCARD
 

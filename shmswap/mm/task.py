@@ -24,11 +24,13 @@ from ..substrate.observe import Observers
 from ..substrate.state import WORKER, WREC, SwapShm
 from ..substrate.stats import Stat
 
-__all__ = ["Task", "MigrationPolicy", "Current", "REC_OP", "REC_CPU", "REC_CLUSTER"]
+__all__ = ["Task", "MigrationPolicy", "Current", "REC_OP", "REC_CPU", "REC_CLUSTER", "REC_EXITING",
+           "REC_DELAYING"]
 
 _WARNINGS = int(Stat.WARNINGS)
 # Word indices in a worker's "in progress" record (generated from state.WORKER_REC).
 REC_OP, REC_CPU, REC_CLUSTER, _REC_PID, _REC_REF = WREC.op, WREC.cpu, WREC.cluster, WREC.pid, WREC.ref
+REC_EXITING, REC_DELAYING = WREC.exiting, WREC.delaying
 
 
 class MigrationPolicy:
@@ -63,6 +65,7 @@ class Task:
         # a task preempted between its allocation and its use of alloc_si must find its own.
         self.alloc_si = None
         self.reader_si = None
+        self.read_foreign = False
 
     def start_op(self) -> None:
         """A new operation starts on the home CPU."""
@@ -80,6 +83,7 @@ class Current:
         self.warnings: list[str] = []
         self.alloc_si = None          # the device the last successful allocation came from (its type)
         self.reader_si = None         # the device whose table the lockless reader in its window loaded
+        self.read_foreign = False     # the oracle saw that reader read a folio cached for another entry
         self.stat_base = self.rec_base = self.ref_off = 0
         self.wid = -1
 
@@ -87,8 +91,8 @@ class Current:
         """Make ``task`` this process's current task (its record, counters and device reference)."""
         old = self.task
         if old is not None:
-            old.alloc_si, old.reader_si = self.alloc_si, self.reader_si
-        self.alloc_si, self.reader_si = task.alloc_si, task.reader_si
+            old.alloc_si, old.reader_si, old.read_foreign = self.alloc_si, self.reader_si, self.read_foreign
+        self.alloc_si, self.reader_si, self.read_foreign = task.alloc_si, task.reader_si, task.read_foreign
         self.task = task
         self.wid = task.wid
         self.stat_base = task.wid * WORKER.size + WORKER.stats
@@ -116,6 +120,21 @@ class Current:
 
     def set_rec_op(self, op: int) -> None:
         self.wq[self.rec_base + REC_OP] = op
+
+    def set_rec_exiting(self, swp: int) -> None:
+        """A swap entry of the process this task's CPU ends next (0: none); see ``exiting``."""
+        self.wq[self.rec_base + REC_EXITING] = swp
+
+    def exiting(self, wid: int) -> int:
+        """The swap entry worker ``wid`` published with ``set_rec_exiting`` (0: none)."""
+        return int(self.wq[wid * WORKER.size + WORKER.rec + REC_EXITING])
+
+    def set_rec_delaying(self, on: bool) -> None:
+        """This task's reader is (or no longer is) in a long read-side delay (checks/delays.py)."""
+        self.wq[self.rec_base + REC_DELAYING] = int(on)
+
+    def delaying(self, wid: int) -> bool:
+        return bool(self.wq[wid * WORKER.size + WORKER.rec + REC_DELAYING])
 
     def wake_after_sleep(self) -> int:
         """Pick the CPU the task wakes on after sleeping; returns it (also in ``task.cpu``).

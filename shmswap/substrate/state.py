@@ -82,9 +82,12 @@ RCU_HDR = ("gp_lock", "gp_ctr", "gp_seq", "gps", "gp_ns_total", "gp_ns_max", "pa
 #   cluster   cluster it has isolated in an unfinished operation, -1 none
 #   phase     where inside the operation (allocator.PH_*)
 #   pid       process id
-#   heartbeat progress counter
+#   delaying  1 while the worker's reader is in a long read-side delay (checks/delays.py)
 #   ref       this worker's share of the device's percpu_ref (si->users)
-WORKER_REC = ("op", "cpu", "cluster", "phase", "pid", "heartbeat", "ref", "pad1")
+#   exiting   a swap entry (type << SWP_TYPE_SHIFT | offset; 0 none) of the process this CPU ends
+#             next (--lifetimes on): where another CPU's readahead reads, and a reader's long delay
+#             can see a table go
+WORKER_REC = ("op", "cpu", "cluster", "phase", "pid", "delaying", "ref", "exiting")
 
 # Hand-off ring header words, then HANDOFF_SLOTS records of HANDOFF_REC words.
 #   lock   handoff lock   head   next record to take   tail   next free record   count   records held

@@ -63,8 +63,14 @@ class Stat(IntEnum):
     OUTER_RETURNED_NULL = 41
     OUTER_ALREADY = 42
     OUTER_LOST = 43
+    # --reader-delays on (checks/delays.py): the readers' rcutorture-style delays
+    READER_DELAYS_SHORT = 44  # short delays taken
+    READER_DELAYS_LONG = 45   # long delays taken
+    READER_DELAY_US = 46      # microseconds spent in both
     # --swapoff-every: folio_alloc_swap failed while swap_avail_head was empty (a device swapped off)
     ALLOC_NO_DEVICE = 47
+    LONG_DELAY_FREED = 48     # long delays under which the reader's table was freed
+    LONG_DELAY_GONE = 49      # ... and then went back to the page pool or to another cluster
 
 
-N_STATS = 48  # room for a few more without changing the layout
+N_STATS = 52  # room for a few more without changing the layout

@@ -8,7 +8,9 @@ from conftest import alloc_folio, release
 
 from shmswap.checks.delays import _OP_LOOKUP, STALL_S, ReaderDelays
 from shmswap.mm.slab import OBJ_POOL
+from shmswap.mm.task import REC_DELAYING, REC_EXITING
 from shmswap.model import CACHE_ONLY, SWAPPED
+from shmswap.substrate.state import WORKER
 from workers.workload import OP_ALLOC, OP_LOOKUP
 
 
@@ -124,12 +126,25 @@ def test_once_the_table_is_freed_the_wait_is_bounded_from_the_free(system):
     assert 0.2 <= time.monotonic() - t0 < 1.0
 
 
-def test_with_lifetimes_a_long_delay_waits_on_any_cluster_in_use_for_its_process_to_exit(make_system):
-    s = make_system(lifetimes="on")
+def publish(system, wid, entry):
+    """Worker ``wid`` publishes ``entry`` as a slot of the process it ends next (workload.publish_exiting)."""
+    system.shm.wq[wid * WORKER.size + WORKER.rec + REC_EXITING] = entry
+
+
+def test_with_lifetimes_a_long_delay_waits_only_on_a_cluster_another_cpu_will_empty(make_system):
+    s = make_system(lifetimes="on", cpus=2)
     ci, rest, filling = drained_cluster(s, keep=s.si.spc)       # full: nothing freed yet
     d = always_long(s, long_s=0.2)
+    assert not d._being_drained(s.si, ci)                       # nobody said it empties
+    publish(s, 0, rest[0])
+    assert not d._being_drained(s.si, ci)                       # the reader's own process: it would wait for itself
+    publish(s, 0, 0)
+    publish(s, 1, rest[0])
+    assert d._being_drained(s.si, ci) and d.exiter == 1
+    s.shm.wq[1 * WORKER.size + WORKER.rec + REC_DELAYING] = 1
+    assert not d._being_drained(s.si, ci)                       # cpu1 waits in a reader too: no exit soon
+    s.shm.wq[1 * WORKER.size + WORKER.rec + REC_DELAYING] = 0
     assert d._being_drained(s.si, ci)
-    assert not d._being_drained(s.si, filling >> s.si.spc_shift)  # a per-CPU cluster still fills
     t0 = time.monotonic()
-    d._long(s.si, ci, table_of(s, ci), 1, 0.2)                  # its count stands still: no giving up
+    assert d._long(s.si, ci, table_of(s, ci), 1, 0.2) == 0      # its count stands still: no giving up
     assert 0.2 <= time.monotonic() - t0 < 1.0
