@@ -144,8 +144,9 @@ class Config:
     cache_only: float = 0.05
     lookup_ratio: float = 1.0
     reader_delay_us: int = 0
-    reader_delays: str = "off"      # --reader-delays: rcutorture-style random delays in the read sections
-    lifetimes: str = "off"          # --lifetimes: the workload runs processes that swap out, live, then exit
+    reader_delays: str = "on"       # --reader-delays: rcutorture-style random delays in the read sections
+    torture_readers: int = 1        # --torture-readers: reader processes that take the long delays
+    lifetimes: str = "on"           # --lifetimes: the workload runs processes that swap out, live, then exit
     lockdep: bool = False           # --lockdep: lock-order checking (checks/lockdep.py) and the DEBUG_VM asserts
     start_method: str = "fork"
     lockstat: bool = True
@@ -288,9 +289,10 @@ class Config:
             raise ConfigError(f"--orders: probabilities sum to {total:g}, not 1")
 
     def _check_observation(self) -> None:
-        """--sample-ms, --trace-limit, --trace-lock-ns (tracing and sampling watch; they never steer)."""
+        """--sample-ms, --trace-limit, --trace-lock-ns (tracing and sampling watch; they never steer), and
+        --torture-readers."""
         for name, lo, hi in (("sample_ms", 0, 60_000), ("trace_limit", 100, 10_000_000),
-                             ("trace_lock_ns", 0, 10**12)):
+                             ("trace_lock_ns", 0, 10**12), ("torture_readers", 0, 64)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ConfigError(f"--{_opt(name)}: {v!r} is not an integer")
@@ -298,6 +300,11 @@ class Config:
                 raise ConfigError(f"--{_opt(name)}: {v} is out of range {lo}..{hi}")
         if self.trace is not None and (not isinstance(self.trace, str) or not self.trace.strip()):
             raise ConfigError(f"--trace: {self.trace!r} is not a file name")
+
+    @property
+    def n_torture_readers(self) -> int:
+        """The reader processes a multiprocess run starts (none without ``--reader-delays on``)."""
+        return self.torture_readers if self.reader_delays == "on" else 0
 
     # -- derived geometry ---------------------------------------------------------------------------
     @property

@@ -206,7 +206,8 @@ class Model:
         self.system = _system or SwapSystem.create(cfg, n_workers or cfg.cpus + 1)
         self.si = self.system.si
         self.n_workers = self.system.shm.geo.n_workers
-        self.manager_wid = self.n_workers - 1
+        # the CPUs, then the manager; a multiprocess run's torture readers come after it
+        self.manager_wid = min(cfg.cpus, self.n_workers - 1)
         # --lockdep: lock-order checking at every lock, in every process of the run.
         self.lockdep = self.system.observers.add(Lockdep(self.system)) if cfg.lockdep else None
         if oracles:
@@ -239,11 +240,11 @@ class Model:
     @classmethod
     def owner(cls, config: Config, n_workers: int, *, supervisor: ReaderSupervisor | None = None,
               observers: Iterable[Observer] = (), oracles: bool = True) -> Model:
-        """Create the device for a multiprocess run, as the manager (the last worker), with its
-        RCU watched by ``supervisor``."""
+        """Create the device for a multiprocess run, as the manager (worker ``cpus``: the torture
+        readers, if any, come after it), with its RCU watched by ``supervisor``."""
         system = SwapSystem.create(config, n_workers, supervisor=supervisor)
         return cls(config, observers=observers, oracles=oracles, n_workers=n_workers, _system=system,
-                   _wids=[n_workers - 1])
+                   _wids=[min(config.cpus, n_workers - 1)])
 
     # -- who runs -----------------------------------------------------------------------------------
     def on(self, cpu: int) -> Model:

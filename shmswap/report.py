@@ -205,12 +205,12 @@ def render(res: Result, strict: bool = False) -> str:
                f"{o['wrong_owner_accepted']}, reads 2+ grace periods after the free {o['pipe_too_old']}; "
                f"foreign folios rejected by validating readers {o['foreign_folios_rejected']}")
     d = o.get("reader_delays")
-    if cfg.get("reader_delays") == "on" and d:
-        cpu_s = max(res.duration_s * max(int(cfg.get("cpus", 1)), 1), 1e-9)
-        out.append(f"reader delays (rcutorture-style, inside the read sections): short {d['short']:,}, long "
-                   f"{d['long']:,} (the table freed under {d['long_saw_table_freed']:,} of them, then back in "
-                   f"the page pool or another cluster's under {d['long_saw_table_gone']:,}); "
-                   f"{d['delayed_s']:.2f} s delayed, {100 * d['delayed_s'] / cpu_s:.1f}% of the CPUs' time")
+    if d and (d["short"] or d["long"] or d.get("torture_reads")):
+        out.append(f"reader delays (rcutorture-style, inside the read sections): short {d['short']:,}; "
+                   f"{d.get('torture_readers', 0)} torture reader process(es): {d.get('torture_reads', 0):,} "
+                   f"lookups, long delays {d['long']:,} (the table freed under {d['long_saw_table_freed']:,} "
+                   f"of them, then back in the page pool or another cluster's under "
+                   f"{d['long_saw_table_gone']:,}); {d['delayed_s']:.2f} s delayed in all")
     out.append("")
     chk = res.check
     out.append(f"invariants checked: {', '.join(chk.checked)}")

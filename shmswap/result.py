@@ -151,7 +151,9 @@ def collect(system, check: CheckResult, duration_s: float, notes: list[str] | No
                                  "long": _sum(stats, Stat.READER_DELAYS_LONG),
                                  "long_saw_table_freed": _sum(stats, Stat.LONG_DELAY_FREED),
                                  "long_saw_table_gone": _sum(stats, Stat.LONG_DELAY_GONE),
-                                 "delayed_s": _sum(stats, Stat.READER_DELAY_US) / 1e6}}
+                                 "delayed_s": _sum(stats, Stat.READER_DELAY_US) / 1e6,
+                                 "torture_readers": cfg.n_torture_readers,
+                                 "torture_reads": _sum(stats, Stat.TORTURE_READS)}}
     locks = {k: v.as_dict() for k, v in lockstat_by_class(shm.workers["lockstat"]).items()}
     return Result(config=cfg.as_dict(), variant=system.variant.as_dict(), duration_s=duration_s, ops=ops,
                   locks=locks, tables=tables, migration=migration, rcu=rcu, oracles=oracles, check=check,

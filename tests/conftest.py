@@ -39,7 +39,7 @@ def small_config(clusters: int = NR_CLUSTERS, tail: int = 0, **kw) -> Config:
     """A small configuration: ``clusters`` clusters (the last one ``tail`` slots short)."""
     spc = kw.get("slots_per_cluster", SPC)
     base = dict(slots_per_cluster=spc, cpus=2, orders={0: 1.0}, atomic_fail=0.0, sleep_fail=0.0,
-                migrate=0.0, size=(clusters * spc - tail) * PAGE_SIZE, lockdep=True)
+                migrate=0.0, size=(clusters * spc - tail) * PAGE_SIZE, lockdep=True, lifetimes="off")
     base.update(kw)
     return Config(**base)
 

@@ -218,6 +218,8 @@ def test_configerror_is_valueerror():
     ({"watchdog_s": float("inf")}, "--watchdog-s: inf is not in the range"),
     ({"seconds": 1e7}, "--seconds: 10000000.0 is not in the range 0 < S < 10000000"),
     ({"migrate_to": "\u0662"}, "--migrate-to: '\u0662' is neither"),
+    ({"torture_readers": -1}, "--torture-readers: -1 is out of range 0..64"),
+    ({"torture_readers": "2"}, "--torture-readers: '2' is not an integer"),
 ])
 def test_bad_values_are_refused_by_name(kw, match):
     with pytest.raises(ConfigError, match=match):

@@ -69,7 +69,7 @@ def test_a_dead_sleepers_table_goes_back_to_its_devices_slab(manager):
     mgr, worker_end = manager
     owner = mgr.model
     before = [slab.statistics() for slab in owner.system.slabs]
-    worker_end.send(("sleep", 1, 3))        # what a Mailbox of device 1 sends; then the sleeper dies
+    worker_end.send(("sleep", 1, 3, 0))     # what a Mailbox of device 1 sends (cpu0); then the sleeper dies
     worker_end.close()
     owner.on_manager()
     for _ in range(5):

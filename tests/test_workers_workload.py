@@ -4,10 +4,12 @@ together with another CPU's exiting process, and never free a record swapoff alr
 
 from conftest import assert_clean, stat
 
+from shmswap.mm.cluster import cluster_count
 from shmswap.mm.device import swap_usage_in_pages
+from shmswap.mm.swap_cache import swap_cache_get_folio, swap_cache_get_shadow
 from shmswap.substrate.stats import Stat
 from workers.swapoff import release_device
-from workers.workload import JOB_DROP, PROC_CLUSTERS, Workload
+from workers.workload import JOB_DROP, PROC_CLUSTERS, WRITEBACK_DEPTH, Workload
 
 CLUSTERS = 128
 
@@ -97,4 +99,50 @@ def test_the_oldest_process_exits_above_the_fill_target(make_system):
     hi = PROC_CLUSTERS[1] * s.system.shm.cfg.slots_per_cluster
     assert load.device_target <= peak <= load.device_target + hi
     load.release_all()
+    assert_clean(s, findings=True)
+
+
+def test_a_swapped_out_folio_stays_in_the_swap_cache_while_under_writeback(make_system):
+    """Writeback completes WRITEBACK_DEPTH allocations later: meanwhile a lockless reader of the slot
+    finds the (locked) folio; then a shadow stays."""
+    s = lifetimes_system(make_system, lifetimes="off", cache_only=0.0)
+    load = workload(s, 0)
+    first = None
+    while first is None or len(load.inflight) < WRITEBACK_DEPTH:
+        load.alloc()
+        first = first or load.inflight[0]
+    si, folio, entry = first[:3]
+    got = swap_cache_get_folio(si, entry)
+    s.system.folios.folio_put(got)
+    assert got == folio
+    assert not load.live                                # its record is kept once written
+    load.alloc()                                        # one more: the oldest is written
+    assert first not in load.inflight and load.live[0][0] == entry
+    assert swap_cache_get_folio(si, entry) < 0 and swap_cache_get_shadow(si, entry) is not None
+    load.release_all()                                  # writes the rest first
+    assert not load.inflight
+    assert_clean(s, findings=True)
+
+
+def test_a_cpu_publishes_a_cluster_its_next_exit_empties_and_others_read_there(make_system):
+    s = lifetimes_system(make_system, lookup_ratio=1.0)
+    a, b = workload(s, 0), workload(s, 1)
+    recs = grow_one(s, a)
+    spc = s.system.shm.cfg.slots_per_cluster
+    doomed = a.clusters_emptied_by(recs)
+    held = {}
+    for r in recs:
+        held[r[0] // spc] = held.get(r[0] // spc, 0) + (1 << r[1])
+    assert doomed and all(cluster_count(s.system.si, d // spc) == held[d // spc] for d in doomed)
+    a.publish_exiting(a.procs[0])
+    assert s.cur.exiting(0) in doomed
+    s.switch_to(b.task)
+    assert b.other_exiting() // spc * spc == s.cur.exiting(0)     # b's readahead reads in that cluster
+    s.switch_to(a.task)
+    a.exit_process(0)
+    assert s.cur.exiting(0) == 0
+    assert all(cluster_count(s.system.si, d // spc) == 0 for d in doomed)
+    for load in (a, b):
+        s.switch_to(load.task)
+        load.release_all()
     assert_clean(s, findings=True)

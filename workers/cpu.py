@@ -50,9 +50,11 @@ class Mailbox:
     def __init__(self, conn, type: int = 0) -> None:  # noqa: A002 - si->type
         self.conn = conn
         self.type = type
+        self.cur = None                         # set once the model is attached: the sleeper's CPU
 
     def __call__(self, ci: int) -> int:
-        self.conn.send(("sleep", self.type, ci))
+        cpu = self.cur.task.cpu if self.cur is not None and self.cur.task is not None else -1
+        self.conn.send(("sleep", self.type, ci, cpu))
         return self.conn.recv()
 
 
@@ -83,9 +85,16 @@ def cpu_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: int,
     set_comm(f"shmswap-cpu{wid}")
     _prim.set_hook(None)
     driver = Lifeline(driver_pid, every_s=0.05)   # by pid and start time: under forkserver getppid() is the server
-    model = Model.attach(cfg, n_workers, names, wid, observers=[WarnForwarder(conn)],
-                         sleep_allocs=lambda t: Mailbox(conn, t))
+    mailboxes: list[Mailbox] = []
+
+    def mailbox(type_: int) -> Mailbox:
+        mailboxes.append(Mailbox(conn, type_))
+        return mailboxes[-1]
+
+    model = Model.attach(cfg, n_workers, names, wid, observers=[WarnForwarder(conn)], sleep_allocs=mailbox)
     system = model.system
+    for box in mailboxes:
+        box.cur = system.cur
     ctl = Control(system.shm)
     try:
         task = model.tasks[wid]
@@ -94,8 +103,10 @@ def cpu_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: int,
         if cfg.reader_delay_us and wid == 0:    # one slow reader; the other CPUs churn
             model.add_observer(ReaderWindowDelay(system, cfg.reader_delay_us / 1e6))
         delays = None
-        if cfg.reader_delays == "on" and not cfg.reader_delay_us:   # rcutorture's random read-side delays
-            delays = model.add_observer(ReaderDelays(system, cfg.seed, wid))
+        if cfg.reader_delays == "on" and not cfg.reader_delay_us:
+            # rcutorture's random read-side delays, the short ones: the long ones are the torture
+            # readers' (workers/reader.py), which stop no CPU's work while they wait
+            delays = model.add_observer(ReaderDelays(system, cfg.seed, wid, long_p=0.0))
         tracer = None
         if cfg.trace:                           # --trace: this CPU's share of the events, shipped at the end
             tracer = model.add_observer(TraceRecorder(wid, share(cfg.trace_limit, cfg.cpus + 1, bool(cfg.sample_ms)),

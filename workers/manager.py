@@ -88,11 +88,11 @@ class Watch:
 
     def __init__(self, ncpu: int) -> None:
         self.ncpu = ncpu
-        self.pids: list[int] = []
+        self.pids: dict[int, int] = {}          # worker id -> pid (the CPUs and the torture readers)
         self.ctl: Control | None = None
 
     def reader_alive(self, w: int) -> bool:
-        return w >= self.ncpu or not self.pids or _pid_alive(self.pids[w])
+        return w not in self.pids or _pid_alive(self.pids[w])
 
     def aborting(self) -> bool:
         return self.ctl is not None and self.ctl.aborted()
@@ -118,14 +118,16 @@ class Manager:
         self.driver_pid = driver_pid
         self.driver = Lifeline(driver_pid)    # not getppid(): under forkserver that is the fork server
         self.ncpu = cfg.cpus
+        # the processes the manager watches: the CPUs, then the torture readers (after its own id)
+        self.watched = list(range(self.ncpu)) + list(range(self.ncpu + 1, model.n_workers))
         self.ctl.set("driver_pid", driver_pid)
         self.ctl.set("manager_pid", os.getpid())
-        self.pids: list[int] = []
+        self.pids: dict[int, int] = {}
         self.events: list[str] = []
         self.notes: list[str] = []
         self.worker_warnings: list[str] = []
-        self.last_steps = [0] * self.ncpu
-        self.last_progress: list[float | None] = [None] * self.ncpu
+        self.last_steps = [0] * model.n_workers
+        self.last_progress: list[float | None] = [None] * model.n_workers
         self.sleep_served = 0
         # Sleeping allocations wait out their latency in a queue here, not in the manager's loop:
         # N sleepers overlap as they would in the kernel, and the loop keeps running grace periods.
@@ -149,7 +151,7 @@ class Manager:
         self._await_pids()
         self._await_running()
         self.meter = PssMeter().start()
-        self.meter.watch(self.pids)
+        self.meter.watch(list(self.pids.values()))
         start = time.monotonic()
         self.ctl.set("started", _prim.now_ns())
         deadline = None if self.cfg.ops else start + float(self.cfg.seconds)
@@ -175,9 +177,8 @@ class Manager:
         while not self._all_in({W_PARKED, W_RELEASED, W_ABORTED, W_FAILED}) and not self.events:
             self._serve(TICK_S)
             now = time.monotonic()
-            gp = now >= next_gp or any(slab.pending() for slab in self.system.slabs)
-            self.system.run_pending_work(grace_period=gp)
-            if gp:
+            self.system.run_pending_work(grace_period=False)     # work items, callbacks already due
+            if self._grace_period(now >= next_gp):
                 next_gp = now + GP_EVERY_S
             if self.sampler is not None:
                 self.sampler.tick(now)
@@ -190,12 +191,25 @@ class Manager:
                 self._send(("progress", self._total_steps(), now - start))
                 next_progress = now + PROGRESS_EVERY_S
 
+    def _grace_period(self, due: bool) -> bool:
+        """Advance the grace period under way, or start one if ``due`` or a free waits for one, without
+        waiting for readers (a reader waiting in its section must not stop the sleepers being served);
+        when one completes, run the RCU callbacks.  True then."""
+        rcu, slabs = self.system.rcu, self.system.slabs
+        if not (due or rcu.grace_period_under_way or any(slab.pending() for slab in slabs)):
+            return False
+        if not rcu.poll_grace_period():
+            return False
+        for slab in slabs:
+            slab.process_deferred()
+        return True
+
     def _await_pids(self) -> None:
         while True:
             if self.ctl_conn.poll(0.05):
                 msg = self.ctl_conn.recv()
-                if msg[0] == "pids":
-                    self.pids = list(msg[1])
+                if msg[0] == "pids":              # the CPUs', then the torture readers'
+                    self.pids = dict(zip(self.watched, msg[1], strict=True))
                     self.watch.pids = self.pids
                     return
             if not self.driver.alive():
@@ -206,7 +220,7 @@ class Manager:
         a second or more to start (imports, attach), and a short run would otherwise be over before
         it began.  A worker that dies meanwhile is left to the watchdog."""
         deadline = time.monotonic() + timeout_s
-        while (any(self.ctl.state(w) == W_STARTING and self._alive(w) for w in range(self.ncpu))
+        while (any(self.ctl.state(w) == W_STARTING and self._alive(w) for w in self.watched)
                and not self.events and time.monotonic() < deadline):
             self._serve(TICK_S)
             if not self.driver.alive():
@@ -231,8 +245,8 @@ class Manager:
                     why = msg[1] if len(msg) > 1 else "SIGINT"
                     self.notes.append(f"stopped early by the driver ({'Ctrl-C' if why == 'SIGINT' else why})")
                     self.ctl.stop()
-            elif msg[0] == "sleep":           # a Mailbox: ("sleep", the device's type, the cluster)
-                heapq.heappush(self.sleepers, (time.monotonic() + self.latency_s, id(conn), conn, msg[1], msg[2]))
+            elif msg[0] == "sleep":           # a Mailbox: ("sleep", the device's type, the cluster, the CPU)
+                heapq.heappush(self.sleepers, (time.monotonic() + self.latency_s, id(conn), conn, *msg[1:]))
             elif msg[0] == "trace":
                 self.traces[msg[1]] = msg[1:]
             else:
@@ -242,9 +256,9 @@ class Manager:
     def _wake_sleepers(self) -> None:
         now = time.monotonic()
         while self.sleepers and self.sleepers[0][0] <= now:
-            _, _, conn, dtype, ci = heapq.heappop(self.sleepers)
+            _, _, conn, dtype, ci, cpu = heapq.heappop(self.sleepers)
             slab = self.system.slabs[dtype]      # the sleeper's device: its own table slab
-            table = slab.alloc_sleeping(ci)
+            table = slab.alloc_sleeping(ci, cpu if cpu >= 0 else None)   # from the sleeper's CPU's slab
             self.sleep_served += 1
             if self.tracer is not None:
                 self.tracer.instant("sleeping table alloc served", {"device": dtype, "cluster": ci, "table": table})
@@ -265,7 +279,7 @@ class Manager:
 
     # -- supervision ----------------------------------------------------------------------------------
     def _all_in(self, states: set[int]) -> bool:
-        return all(self.ctl.state(w) in states for w in range(self.ncpu))
+        return all(self.ctl.state(w) in states for w in self.watched)
 
     def _total_steps(self) -> int:
         return sum(self.ctl.steps(w) for w in range(self.ncpu))
@@ -289,7 +303,7 @@ class Manager:
     def _check_workers(self, now: float) -> bool:
         """A failed or dead worker, or one without progress for --watchdog-s, stops the run."""
         bad = False
-        for w in range(self.ncpu):
+        for w in self.watched:
             state = self.ctl.state(w)
             if state == W_FAILED:
                 self.events.append(f"worker {w} failed with an exception (its traceback is on stderr): "
@@ -347,9 +361,9 @@ class Manager:
         while time.monotonic() < deadline:
             self._serve(0.01)
             if all(not self._alive(w) or self.ctl.state(w) in (W_ABORTED, W_RELEASED, W_PARKED, W_FAILED)
-                   for w in range(self.ncpu)):
+                   for w in self.watched):
                 break
-        for w in range(self.ncpu):
+        for w in self.watched:
             if self._alive(w):
                 try:
                     os.kill(self.pids[w], signal.SIGKILL)
@@ -360,8 +374,11 @@ class Manager:
     def _finish(self, duration: float):
         self._send(("phase", "checking invariants"))
         system = self.system
-        notes = [f"{self.ncpu} CPU worker processes and a manager; {self.sleep_served} sleeping table "
-                 f"allocations served by the manager"] + self.notes
+        system.rcu.finish_grace_period()         # the workers are parked: no reader holds it back now
+        readers = len(self.watched) - self.ncpu
+        notes = [f"{self.ncpu} CPU worker processes, a manager"
+                 f"{f' and {readers} torture reader processes' if readers else ''}; "
+                 f"{self.sleep_served} sleeping table allocations served by the manager"] + self.notes
         if self.ncpu > (os.cpu_count() or 1):
             notes.append(f"{self.ncpu} CPUs on {os.cpu_count()} cores: lock holders get preempted")
         if self.sampler is not None:
@@ -380,7 +397,7 @@ class Manager:
             res.extra["trace"] = self._write_trace(res, end_ns)
         res.extra["workers"] = [{"wid": w, "pid": self.pids[w], "state": STATE_NAMES.get(self.ctl.state(w)),
                                  "steps": self.ctl.steps(w), "affinity": self.ctl.affinity(w)}
-                                for w in range(self.ncpu)]
+                                for w in self.watched]
         res.extra["handoff"] = system.handoff.statistics()
         memory = self.meter.stop()        # sampled from the workload's start to the end of swapoff
         memory["shm_touched_mib"] = round(system.shm.shm_bytes_touched() / 2**20, 1)
@@ -482,7 +499,7 @@ class Manager:
             self._serve(TICK_S)
             system.run_pending_work(grace_period=any(slab.pending() for slab in system.slabs))
             if time.monotonic() > deadline or any(not self._alive(w) and self.ctl.state(w) != W_RELEASED
-                                                  for w in range(self.ncpu)):
+                                                  for w in self.watched):
                 raise TimeoutError("workers did not release their slots")
         self.model.on_manager()
         return {"handoff_drained": drain_handoff(system.si, system.handoff)}

@@ -60,6 +60,7 @@ def steps_between(every_s: float) -> int:
 def release_device(load: Workload, type: int) -> int:  # noqa: A002 - si->type
     """A CPU's share of ``try_to_unuse(type)``: free its allocation records on that device (the
     task must be current); returns how many."""
+    load.complete_writebacks()
     keep, n = [], 0
     for rec in load.live:
         if rec[0] >> SWP_TYPE_SHIFT == type:

@@ -3,8 +3,10 @@
 Allocate 2^order slots for a locked folio (``folio_alloc_swap``: the slots get SWAP_HAS_CACHE and
 the folio enters the swap cache), take a map count (the PTE that now points at the entry), then:
 
-* usually, writeback completes: the folio leaves the swap cache with a shadow left in its
-  entries, SWAP_HAS_CACHE is dropped, the folio is freed; the slots live on by their map count;
+* usually, the folio goes to writeback, which completes a few allocations later
+  (``WRITEBACK_DEPTH``: meanwhile the folio sits in the swap cache, where a lockless reader of its
+  slot finds it): the folio leaves the swap cache with a shadow left in its entries,
+  SWAP_HAS_CACHE is dropped, the folio is freed; the slots live on by their map count;
 * for a fraction ``cache_only``, the page-table reference goes first (``free_swap_and_cache_nr``
   while the folio is still locked, so it cannot be reclaimed at once) and the slots stay
   SWAP_HAS_CACHE-only: honest work for full-cluster and scan reclaim, which never touch a slot
@@ -50,8 +52,8 @@ from shmswap.model import CACHE_ONLY, SWAPPED, SWP_TYPE_SHIFT, release_allocatio
 from shmswap.substrate.handoff import HandoffRing
 from shmswap.substrate.stats import Stat
 
-__all__ = ["Workload", "release_record", "drain_handoff", "OP_IDLE", "OP_ALLOC", "OP_FREE", "OP_LOOKUP",
-           "OP_NAMES"]
+__all__ = ["Workload", "release_record", "drain_handoff", "validate_lookup", "OP_IDLE", "OP_ALLOC", "OP_FREE",
+           "OP_LOOKUP", "OP_NAMES"]
 
 OP_IDLE, OP_ALLOC, OP_FREE, OP_LOOKUP = 0, 1, 2, 3
 OP_NAMES = {OP_IDLE: "idle", OP_ALLOC: "allocating", OP_FREE: "freeing", OP_LOOKUP: "looking up"}
@@ -72,6 +74,9 @@ DRAIN_TO = 0.5           # having reached the target fill, free (oldest first) d
 FIFO_FREE = 0.8
 HANDOFF = 0.1            # share of allocations published for another CPU to free
 HANDOFF_TAKE = 0.5       # share of frees that first take from the ring, so it stays short
+# Writeback is not instant: a swapped-out folio stays in the swap cache, locked, until this CPU has
+# WRITEBACK_DEPTH newer ones under writeback (completions in order, as a device queue gives them).
+WRITEBACK_DEPTH = 4
 # --lifetimes on: a process swaps out this many clusters' worth of slots (uniform), then lives
 # LIFETIME times the steps a process takes to grow on average, one in LONG_LIVED_EVERY LONG_LIVED
 # times longer; a fill drop of more than JOB_DROP clusters' worth ends the oldest process too.
@@ -99,6 +104,25 @@ def drain_handoff(si, handoff: HandoffRing) -> int:
     return n
 
 
+def validate_lookup(folios, cur, folio: int, entry: int, broken: bool) -> None:
+    """What a swap-in does with a folio from a lockless lookup: lock it, check it is ours.
+
+    A folio now cached for another entry is foreign (a recycled table or folio handed it over); the
+    broken reader (``--reader broken``) skips the check and uses it: the oracle counts that, also when
+    the folio was another's at the instant the reader loaded it (``Current.read_foreign``) and has left
+    the swap cache since.  One that merely left the swap cache meanwhile is stale, dropped by both.
+    """
+    if broken:
+        if cur.read_foreign or folios.folio_is_foreign(folio, entry):
+            cur.stat(_WRONG_OWNER_ACCEPTED)
+        return
+    if not folios.folio_trylock(folio):
+        return                          # busy: a real swap-in would wait, then look again
+    if folios.folio_is_foreign(folio, entry):
+        cur.stat(_FOREIGN_REJECTED)
+    folios.folio_unlock(folio)
+
+
 class Workload:
     """The operations of one worker (a CPU) on the shared device."""
 
@@ -114,6 +138,7 @@ class Workload:
         self.weights = [cfg.orders[o] for o in self.orders]
         self.target = int(cfg.fill * (cfg.max_slots - 1 - len(cfg.bad_pages)) / n_workers)
         self.live: deque[list[int]] = deque()     # [entry, order, folio, state]
+        self.inflight: deque[tuple] = deque()     # folios under writeback (complete_writeback)
         self.used = 0
         self.recent: deque[int] = deque(maxlen=_RECENT)
         self.broken_reader = cfg.reader == "broken"
@@ -214,6 +239,7 @@ class Workload:
         if self.alloc() >= 0:
             self.grow_left -= self.last_nr
         if self.grow_left <= 0:
+            self.complete_writebacks()              # all its slots are its own before it can exit
             life = self.lifetime * (LONG_LIVED if rng.randrange(LONG_LIVED_EVERY) == 0 else 1)
             procs.append([self.clock + int(life), self.growing])
             self.growing = None
@@ -285,18 +311,33 @@ class Workload:
         if self.rng.random() < self.cfg.cache_only:
             free_swap_and_cache_nr(si, entry, nr)        # folio locked: it stays cache-only
             folios.folio_unlock(folio)
-            rec = [swp, order, folio, _CACHE_ONLY]
+            self.keep([swp, order, folio, _CACHE_ONLY])
         else:
             self.shadow += 1
-            writeback_folio(si, folio, entry, self.shadow)
-            rec = [swp, order, -1, _SWAPPED]
-        if self.handoff is None or self.rng.random() >= HANDOFF or not self.handoff.push(rec):
-            self.live.append(rec)
-            self.used += nr
-            if self.growing is not None:
-                self.growing.append(rec)
+            self.inflight.append((si, folio, entry, self.shadow, swp, order))
+            if len(self.inflight) > WRITEBACK_DEPTH:
+                self.complete_writeback()
         cur.set_rec_op(OP_IDLE)
         return entry
+
+    def complete_writeback(self) -> None:
+        """The oldest folio under writeback is written: it leaves the swap cache, a shadow stays."""
+        si, folio, entry, shadow, swp, order = self.inflight.popleft()
+        writeback_folio(si, folio, entry, shadow)
+        self.keep([swp, order, -1, _SWAPPED])
+
+    def complete_writebacks(self) -> None:
+        """Every folio under writeback is written (before this CPU frees, exits, or swaps off)."""
+        while self.inflight:
+            self.complete_writeback()
+
+    def keep(self, rec: list[int]) -> None:
+        """A finished allocation's record: this CPU's (and its growing process's), or handed off."""
+        if self.handoff is None or self.rng.random() >= HANDOFF or not self.handoff.push(rec):
+            self.live.append(rec)
+            self.used += 1 << rec[1]
+            if self.growing is not None:
+                self.growing.append(rec)
 
     def swapped_out(self, si, folio: int, entry: int) -> None:
         """A nested swap-out's slot (mm/vmscan.py), handed over inside this task's own allocation:
@@ -381,24 +422,10 @@ class Workload:
         return swp - swp % spc + self.rng.randrange(spc) if swp else 0
 
     def validate(self, folio: int, entry: int) -> None:
-        """What a swap-in does with a folio from a lockless lookup: lock it, check it is ours.
-
-        A folio now cached for another entry is foreign (a recycled table or folio handed it
-        over); the broken reader skips the check and uses it.  One that merely left the swap
-        cache meanwhile is stale, and is dropped by both.
-        """
-        folios, cur = self.folios, self.cur
-        if self.broken_reader:
-            if cur.read_foreign or folios.folio_is_foreign(folio, entry):
-                cur.stat(_WRONG_OWNER_ACCEPTED)
-            return
-        if not folios.folio_trylock(folio):
-            return                      # busy: a real swap-in would wait, then look again
-        if folios.folio_is_foreign(folio, entry):
-            cur.stat(_FOREIGN_REJECTED)
-        folios.folio_unlock(folio)
+        validate_lookup(self.folios, self.cur, folio, entry, self.broken_reader)
 
     def release_all(self) -> None:
         """Free everything this worker holds (try_to_unuse's share of this CPU)."""
+        self.complete_writebacks()
         while self.live:
             self.release(self.live.popleft())

@@ -16,7 +16,9 @@ are processes that cannot be interrupted by the grace-period engine:
   ``gp_seq`` must reach for a full grace period to have elapsed since the call.
 
 A worker marked dead (by the watchdog) counts as quiescent.  With the ``rcu none`` variant the
-snapshot is already complete: a broken RCU used to prove the oracles catch it.
+snapshot is already complete and a grace period waits for no reader: a broken RCU used to prove
+the oracles catch it (a reader then sees its table's page go back to the pool, or grace periods
+complete under it: the pipe age).
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class Rcu:
         # by one int per grace period, every 20 ms, for the whole run: the manager's slow leak).
         self.latencies_ns = Reservoir()
         self.supervisor = supervisor
+        self._gp_step = 0                   # poll_grace_period: 0 none under way, 1/2 after the 1st/2nd flip
+        self._gp_start = 0
 
     def set_worker(self, wid: int) -> None:
         self.my = self.hdr + wid * self.rec
@@ -114,24 +118,86 @@ class Rcu:
         """Wait for a full grace period (two phase flips, liburcu memb)."""
         if self.nest:
             raise RuntimeError("synchronize_rcu inside an RCU read-side critical section")
+        self.finish_grace_period(timeout_s)     # one this process started with poll_grace_period first
         start = _prim.now_ns()
         self.rr.lock(_GP_LOCK, _RCU_GP_LOCK)
         try:
             self.rr.fetch_add(_GP_SEQ, 1)
-            for _ in range(2):
-                self.rr.xchg(_GP_CTR, self.rr.load(_GP_CTR) ^ RCU_GP_PHASE)
-                self._wait_for_readers(timeout_s)
-            self.rr.fetch_add(_GP_SEQ, 1)
-            self.rr.fetch_add(_GPS, 1)
-            took = _prim.now_ns() - start
-            self.latencies_ns.append(took)
-            self.rr.fetch_add(_GP_NS_TOTAL, took)
-            if took > self.rr.load(_GP_NS_MAX):
-                self.rr.store(_GP_NS_MAX, took)
-            for hook in self.obs.grace_period:
-                hook(self.rr.load(_GP_SEQ), took)
+            if not self.broken:             # --rcu none: the grace period does not wait for readers
+                for _ in range(2):
+                    self.rr.xchg(_GP_CTR, self.rr.load(_GP_CTR) ^ RCU_GP_PHASE)
+                    self._wait_for_readers(timeout_s)
+            self._complete(start)
         finally:
             self.rr.unlock(_GP_LOCK, _RCU_GP_LOCK)
+
+    def poll_grace_period(self) -> bool:
+        """Advance a grace period as far as the readers allow now, without waiting; start one if none
+        runs.  True when one completed in this call.
+
+        The manager's loop runs its grace periods this way: a reader that waits long inside its
+        section (a torture reader) holds the grace period back, as in the kernel, but not the
+        manager's other duties (the sleeping allocations it serves).  Only one process may run
+        grace periods this way (the manager); ``synchronize_rcu`` in that process first finishes
+        the one under way.
+        """
+        if self._gp_step == 0:
+            self._gp_start = _prim.now_ns()
+            self.rr.lock(_GP_LOCK, _RCU_GP_LOCK)
+            self.rr.fetch_add(_GP_SEQ, 1)
+            self.rr.xchg(_GP_CTR, self.rr.load(_GP_CTR) ^ RCU_GP_PHASE)
+            self.rr.unlock(_GP_LOCK, _RCU_GP_LOCK)
+            self._gp_step = 1
+        while self.broken or self._readers_clear():
+            self.rr.lock(_GP_LOCK, _RCU_GP_LOCK)
+            if self._gp_step == 1 and not self.broken:
+                self.rr.xchg(_GP_CTR, self.rr.load(_GP_CTR) ^ RCU_GP_PHASE)
+                self._gp_step = 2
+                self.rr.unlock(_GP_LOCK, _RCU_GP_LOCK)
+                continue
+            self._complete(self._gp_start)
+            self.rr.unlock(_GP_LOCK, _RCU_GP_LOCK)
+            self._gp_step = 0
+            return True
+        return False
+
+    @property
+    def grace_period_under_way(self) -> bool:
+        """This process started a grace period with ``poll_grace_period`` that has not completed."""
+        return self._gp_step != 0
+
+    def finish_grace_period(self, timeout_s: float = 30.0) -> None:
+        """See a grace period started with ``poll_grace_period`` through (waiting for its readers)."""
+        deadline = time.monotonic() + timeout_s
+        while self._gp_step and not self.poll_grace_period():
+            sup = self.supervisor
+            if sup is not None and sup.aborting():
+                raise _prim.Aborted("grace period abandoned: the run is aborting")
+            if time.monotonic() > deadline:
+                raise TimeoutError("synchronize_rcu: a reader stuck in a read section")
+            time.sleep(0.0001)
+
+    def _readers_clear(self) -> bool:
+        """No reader is in a section entered before the last phase flip (or it is dead)."""
+        phase = self.rr.load(_GP_CTR) & RCU_GP_PHASE
+        for w in range(self.n):
+            off = self.hdr + w * self.rec
+            ctr = self.rr.load(off)
+            if ctr & RCU_NEST_MASK and (ctr & RCU_GP_PHASE) != phase and not self.rr.load(off + _R_DEAD):
+                return False
+        return True
+
+    def _complete(self, start: int) -> None:
+        """The grace period ends (gp_lock held): the counters, its latency, the observers."""
+        self.rr.fetch_add(_GP_SEQ, 1)
+        self.rr.fetch_add(_GPS, 1)
+        took = _prim.now_ns() - start
+        self.latencies_ns.append(took)
+        self.rr.fetch_add(_GP_NS_TOTAL, took)
+        if took > self.rr.load(_GP_NS_MAX):
+            self.rr.store(_GP_NS_MAX, took)
+        for hook in self.obs.grace_period:
+            hook(self.rr.load(_GP_SEQ), took)
 
     def _wait_for_readers(self, timeout_s: float) -> None:
         phase = self.rr.load(_GP_CTR) & RCU_GP_PHASE

@@ -53,7 +53,7 @@ _OW = OBJ.size
 O_STATE, O_OWNER, O_GEN, O_PREV = OBJ.state, OBJ.owner, OBJ.gen, OBJ.prev
 O_NEXT, O_PAGE, O_GP = OBJ.next, OBJ.page, OBJ.gp
 _PW = PAGE.size
-P_STATE, P_INUSE, P_NEXT, P_GP = PAGE.state, PAGE.inuse, PAGE.next, PAGE.gp
+P_STATE, P_INUSE, P_NEXT, P_GP, P_CPU = PAGE.state, PAGE.inuse, PAGE.next, PAGE.gp, PAGE.cpu
 
 # Named so tests can override them.
 POOL_RESERVE_PAGES = 2      # atomic allocations may not take the pool below this
@@ -64,7 +64,7 @@ class TableSlab:
     """One process's handle on the table slab."""
 
     def __init__(self, shm: SwapShm, rcu, observers: Observers, atomic_fail: float = 0.0,
-                 sleep_fail: float = 0.0, seed: int = 0) -> None:
+                 sleep_fail: float = 0.0, seed: int = 0, cur=None) -> None:
         geo = shm.geo
         self.shm = shm
         self.rcu = rcu
@@ -80,6 +80,9 @@ class TableSlab:
         self.sleep_fail = sleep_fail
         self.rng = random.Random(seed)
         self.obs = observers
+        self.cur = cur                          # the running task: its CPU picks the active slab
+        self.n_cpus = geo.n_workers
+        self.cpu0 = self.page0 + geo.n_pages * _PW     # word of CPU 0's active slab page (shm.cpu_slab)
 
     # -- header words -------------------------------------------------------------------------------
     def _h(self, word: int) -> int:
@@ -121,27 +124,28 @@ class TableSlab:
         self.unlock()
         return self._zero(h, ci) if h >= 0 else self._fail()
 
-    def alloc_sleeping(self, ci: int) -> int:
+    def alloc_sleeping(self, ci: int, cpu: int | None = None) -> int:
         """``kmem_cache_zalloc(swap_table_cachep, __GFP_HIGH|GFP_KERNEL)``, served where it runs.
 
         Called with every lock dropped (by the task itself in one process, by the manager for a
         worker's mailbox).  Waits for grace periods to return pending pages if the pool is empty,
         may use the reserve, fails on the injected rate or an exhausted pool.  The latency a
-        configuration adds is the caller's (``SleepingAllocator``, or the manager's queue).
+        configuration adds is the caller's (``SleepingAllocator``, or the manager's queue).  ``cpu``:
+        the sleeping task's CPU, whose active slab page serves it (default: the running task's).
         """
         if self.obs.fail_table_alloc and self._steered_to_fail("sleeping"):
             return self._fail()
         if self.sleep_fail and self.rng.random() < self.sleep_fail:
             return self._fail()
-        h = self._alloc_waiting(ci, SLAB.sleep_allocs)
+        h = self._alloc_waiting(ci, SLAB.sleep_allocs, cpu)
         return h if h >= 0 else self._fail()
 
-    def _alloc_waiting(self, ci: int, counter: int | None = None) -> int:
+    def _alloc_waiting(self, ci: int, counter: int | None = None, cpu: int | None = None) -> int:
         """One object for ``ci`` as GFP_KERNEL gets it: if the pool is empty, wait for grace periods
         to bring pending pages back (three tries); counts ``counter`` on success; -1 if none came."""
         for _attempt in range(3):
             self.lock()
-            h = self._get_object(0)
+            h = self._get_object(0, cpu)
             if h >= 0 and counter is not None:
                 self._hadd(counter)
             self.unlock()
@@ -164,14 +168,23 @@ class TableSlab:
         self.shm.tables_np[h].fill(0)
         return h
 
-    def _get_object(self, reserve: int) -> int:
-        """Pop the freelist, growing the slab by one pool page if needed (slab_lock held)."""
-        h = self._h(SLAB.free_head)
-        if h < 0 or self._h(SLAB.nfree) == 0:
+    def _get_object(self, reserve: int, cpu: int | None = None) -> int:
+        """An object as SLUB's ``slab_alloc`` finds one (slab_lock held): from this CPU's active slab
+        page, else from a partial page no other CPU is using (``get_partial``), else from a new page
+        taken from the pool (``new_slab``); with the pool at its reserve, from any page at all."""
+        cpu = self._cpu() if cpu is None else cpu % self.n_cpus
+        h = self._from_cpu_slab(cpu)
+        if h < 0:
+            h = self._from_partial(cpu)
+        if h < 0:
             self._reclaim_expired_locked()
-            if self._h(SLAB.pool_free) <= reserve or not self._grow_locked():
-                return -1
-            h = self._h(SLAB.free_head)
+            if self._h(SLAB.pool_free) > reserve and self._grow_locked():
+                h = self._h(SLAB.free_head)     # the new page's last object
+                self._set_cpu_slab(cpu, self.sq[self._o(h) + O_PAGE])
+        if h < 0 and self._h(SLAB.nfree):
+            h = self._h(SLAB.free_head)         # another CPU's active page: better than failing
+        if h < 0:
+            return -1
         self._freelist_del(h)
         o = self._o(h)
         self.sq[o + O_STATE] = OBJ_INUSE
@@ -182,6 +195,50 @@ class TableSlab:
         if live > self._h(SLAB.peak):
             self._hset(SLAB.peak, live)
         return h
+
+    def _cpu(self) -> int:
+        task = self.cur.task if self.cur is not None else None
+        return task.cpu % self.n_cpus if task is not None else 0
+
+    def _set_cpu_slab(self, cpu: int, page: int) -> None:
+        old = self.sq[self.cpu0 + cpu]
+        if old >= 0:
+            self.sq[self._p(old) + P_CPU] = -1
+        self.sq[self.cpu0 + cpu] = page
+        if page >= 0:
+            self.sq[self._p(page) + P_CPU] = cpu
+
+    def _from_cpu_slab(self, cpu: int) -> int:
+        """A free object of ``cpu``'s active page, the one freed last if it is at the freelist's head
+        (a table freed and allocated again on one CPU is the same object, as SLUB's LIFO freelist
+        gives); -1 if the page is full or gone."""
+        page = self.sq[self.cpu0 + cpu]
+        if page < 0:
+            return -1
+        p = self._p(page)
+        if self.sq[p + P_STATE] != PAGE_SLAB or self.sq[p + P_INUSE] == self.per_page:
+            self._set_cpu_slab(cpu, -1)
+            return -1
+        head = self._h(SLAB.free_head)
+        if self._h(SLAB.nfree) and self.sq[self._o(head) + O_PAGE] == page:
+            return head
+        for h in range(page * self.per_page, (page + 1) * self.per_page):
+            if self.sq[self._o(h) + O_STATE] == OBJ_FREE:
+                return h
+        return -1
+
+    def _from_partial(self, cpu: int) -> int:
+        """The most recently freed object on a page no CPU has as its active slab; that page becomes
+        ``cpu``'s.  -1 if every free object is on another CPU's active page."""
+        h = self._h(SLAB.free_head) if self._h(SLAB.nfree) else -1
+        while h >= 0:
+            o = self._o(h)
+            page = self.sq[o + O_PAGE]
+            if self.sq[self._p(page) + P_CPU] < 0:
+                self._set_cpu_slab(cpu, page)
+                return h
+            h = self.sq[o + O_NEXT]
+        return -1
 
     def _grow_locked(self) -> bool:
         """Take a page from the pool and put its objects on the freelist."""
@@ -198,6 +255,7 @@ class TableSlab:
         self.sq[p + P_STATE] = PAGE_SLAB
         self.sq[p + P_INUSE] = 0
         self.sq[p + P_NEXT] = -1
+        self.sq[p + P_CPU] = -1
         for h in range(page * self.per_page, (page + 1) * self.per_page):
             o = self._o(h)
             self.sq[o + O_PAGE] = page
@@ -249,7 +307,10 @@ class TableSlab:
         else:
             self.sq[o + O_STATE] = OBJ_FREE
             self._freelist_push(h)
-            if self.sq[p + P_INUSE] == 0 and self._h(SLAB.nfree) > (SLAB_KEEP_FREE_PAGES + 1) * self.per_page:
+            # An empty page goes back (after a grace period) unless it is a CPU's active slab or the
+            # slab would keep too few free objects (SLUB keeps min_partial slabs).
+            if (self.sq[p + P_INUSE] == 0 and self.sq[p + P_CPU] < 0
+                    and self._h(SLAB.nfree) > (SLAB_KEEP_FREE_PAGES + 1) * self.per_page):
                 for obj in range(page * self.per_page, (page + 1) * self.per_page):
                     self._freelist_del(obj)
                     self.sq[self._o(obj) + O_STATE] = OBJ_RCU
@@ -320,6 +381,8 @@ class TableSlab:
         if n == 0:
             self.sq[SLAB.pool_free] = self.n_pages
             self.sq[SLAB.free_head] = -1
+            self.shm.pages["cpu"][:] = -1
+            self.shm.cpu_slab[:] = -1
             return np.zeros(0, dtype=np.int64)
         shm = self.shm
         pages = -(-n // self.per_page)
@@ -334,6 +397,8 @@ class TableSlab:
         pg["state"][:pages] = PAGE_SLAB
         pg["inuse"][:pages] = self.per_page
         pg["next"][:pages] = -1
+        pg["cpu"][:] = -1
+        shm.cpu_slab[:] = -1
         hdr = shm.slab_hdr
         hdr["fresh"] = pages
         hdr["pool_free"] = self.n_pages - pages
@@ -353,6 +418,8 @@ class TableSlab:
         return self._alloc_waiting(ci)
 
     def init_empty(self) -> None:
+        self.shm.pages["cpu"][:] = -1
+        self.shm.cpu_slab[:] = -1
         hdr = self.shm.slab_hdr
         hdr["pool_free"] = self.n_pages
         hdr["free_head"] = hdr["pool_head"] = hdr["pending_head"] = hdr["pending_tail"] = -1
@@ -370,6 +437,12 @@ class TableSlab:
 
     def obj_gp(self, h: int) -> int:
         return self.sq[self._o(h) + O_GP]
+
+    def last_on_its_page(self, h: int) -> bool:
+        """Object ``h`` is the only one in use on its slab page, and the page is no CPU's active slab:
+        freeing it empties a page the slab may give back (slab mode; a lockless read)."""
+        p = self._p(self.sq[self._o(h) + O_PAGE])
+        return self.mode == "slab" and self.sq[p + P_INUSE] == 1 and self.sq[p + P_CPU] < 0
 
     def table_has_entries(self, h: int) -> bool:
         return bool(self.shm.tables_np[h].any())

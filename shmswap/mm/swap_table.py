@@ -119,10 +119,12 @@ def swap_table_get(si, ci: int, off: int) -> int:
         cur = si.cur
         wid = cur.wid
         cur.reader_si = si        # the hooks' table index is this device's (each device has its slab)
+        loaded = None
         for hook in obs.reader_window:
-            hook(wid, ci, table, off)
+            if (v := hook(wid, ci, table, off)) is not None:
+                loaded = v
         sched_point(_READER, table, off)
-        tb = si.tr.load((table * si.spc + off) * 8)
+        tb = si.tr.load((table * si.spc + off) * 8) if loaded is None else loaded
         for hook in obs.reader_read:
             tb = hook(wid, ci, table, off, tb)
     rcu.read_unlock()

@@ -64,7 +64,8 @@ class SwapSystem:
         self.observers = Observers(observers)
         self.cur = Current(shm, self.observers)
         self.rcu = Rcu(shm, self.observers, broken=cfg.rcu == "none", supervisor=supervisor)
-        self.slab = TableSlab(shm, self.rcu, self.observers, cfg.atomic_fail, cfg.sleep_fail, seed=cfg.seed)
+        self.slab = TableSlab(shm, self.rcu, self.observers, cfg.atomic_fail, cfg.sleep_fail, seed=cfg.seed,
+                              cur=self.cur)
         self.folios = Folios(shm)
         self.si = SwapInfo(shm, self.variant, self.slab, self.rcu, self.folios, self.cur, self.observers,
                            direct_reclaim(sleep_alloc or self._sleep_alloc_for(0, self.slab, cfg), self.cur,
@@ -80,7 +81,8 @@ class SwapSystem:
 
     def add_device(self, dcfg: Config, shm: SwapShm) -> SwapInfo:
         """A further device's handle on its segments ``shm`` (swap type ``len(devices)``)."""
-        slab = TableSlab(shm, self.rcu, self.observers, dcfg.atomic_fail, dcfg.sleep_fail, seed=dcfg.seed + shm.type)
+        slab = TableSlab(shm, self.rcu, self.observers, dcfg.atomic_fail, dcfg.sleep_fail, seed=dcfg.seed + shm.type,
+                         cur=self.cur)
         si = SwapInfo(shm, self.variant, slab, self.rcu, self.folios, self.cur, self.observers,
                       direct_reclaim(self._sleep_alloc_for(shm.type, slab, dcfg), self.cur, self.cfg.sleep_reclaim))
         si.devs = self.devices

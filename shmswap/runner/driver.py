@@ -23,6 +23,7 @@ from multiprocess import resource_tracker
 
 from workers.cpu import cpu_main
 from workers.manager import manager_main
+from workers.reader import reader_main
 
 from ..checks.checker import CheckResult, Violation
 from ..config import Config
@@ -101,7 +102,8 @@ def run_multiprocess(cfg: Config, progress=None) -> Result:
     ctx = mp.get_context(cfg.start_method)
     orphans = remove_orphaned_segments()     # what runs killed outright (tracker and all) left behind
     resource_tracker.ensure_running()
-    n_workers = cfg.cpus + 1
+    readers = cfg.n_torture_readers
+    n_workers = cfg.cpus + 1 + readers          # the CPUs, the manager, the torture readers
     ctl, ctl_child = ctx.Pipe()
     pipes = [ctx.Pipe() for _ in range(cfg.cpus)]
     manager = ctx.Process(target=manager_main, name="shmswap-manager", daemon=False,
@@ -118,7 +120,12 @@ def run_multiprocess(cfg: Config, progress=None) -> Result:
                                 args=(cfg, n_workers, names, w, pipes[w][1], budget, os.getpid()))
                 p.start()
                 workers.append(p)
-            ctl.send(("pids", [p.pid for p in workers]))
+            for r in range(readers):
+                p = ctx.Process(target=reader_main, name=f"shmswap-rdr{r}", daemon=False,
+                                args=(cfg, n_workers, names, cfg.cpus + 1 + r, os.getpid()))
+                p.start()
+                workers.append(p)
+            ctl.send(("pids", [p.pid for p in workers]))     # the CPUs', then the readers
             result = _await_result(ctl, manager, progress, silence_s=max(120.0, 10 * cfg.watchdog_s),
                                    signals=signals)
             finished = True

@@ -147,7 +147,8 @@ OBJ_DTYPE = np.dtype(_i64("state", "owner", "gen", "prev", "next", "page", "gp",
 #   inuse    objects of the page in use
 #   next     pool / pending-list link (page index, -1 none)
 #   gp       grace-period sequence the page waits for
-PAGE_DTYPE = np.dtype(_i64("state", "inuse", "next", "gp"))
+#   cpu      the CPU whose active slab (SLUB's kmem_cache_cpu.slab) the page is, -1 none
+PAGE_DTYPE = np.dtype(_i64("state", "inuse", "next", "gp", "cpu", "pad0", "pad1", "pad2"))
 
 # The folio model (DESIGN §2 and §6): what the swap cache points at.
 #   ref      folio refcount (folio_try_get fails at 0)

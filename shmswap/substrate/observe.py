@@ -86,8 +86,10 @@ class Observer:
     def warn(self, wid: int, message: str) -> None:
         """A WARN_ON condition was met."""
 
-    def reader_window(self, wid: int, ci: int, table: int, off: int) -> None:
-        """A lockless reader loaded ``ci->table`` and has not read the entry yet."""
+    def reader_window(self, wid: int, ci: int, table: int, off: int) -> int | None:
+        """A lockless reader loaded ``ci->table`` and has not read the entry yet.  A hook that holds
+        the reader in its window may end it with the reader's load of the entry and return the
+        value (a delay that ends the instant the entry changes); None: the reader loads it next."""
 
     def reader_read(self, wid: int, ci: int, table: int, off: int, tb: int) -> int:
         """The reader read ``tb``; the value returned is what it goes on with."""

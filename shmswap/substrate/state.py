@@ -205,7 +205,7 @@ class SwapShm:
             "swap_map": geo.max_slots,
             "percpu": n_workers * self.pcp_dt.itemsize,
             "slab": self.slab_hdr_dt.itemsize + geo.n_objs * OBJ_DTYPE.itemsize
-            + geo.n_pages * PAGE_DTYPE.itemsize,
+            + geo.n_pages * PAGE_DTYPE.itemsize + n_workers * 8,       # + each CPU's active slab page
             "tables": geo.n_objs * geo.spc * 8,
             "folios": n_workers * geo.folios_per_worker * FOLIO_DTYPE.itemsize,
             "rcu": self.rcu_hdr_dt.itemsize + n_workers * self.rcu_dt.itemsize,
@@ -289,6 +289,8 @@ class SwapShm:
         self.slab_hdr = self._np("slab", self.slab_hdr_dt, 1)[0]
         self.objs = self._np("slab", OBJ_DTYPE, geo.n_objs, hdr)
         self.pages = self._np("slab", PAGE_DTYPE, geo.n_pages, hdr + geo.n_objs * OBJ_DTYPE.itemsize)
+        self.cpu_slab = self._np("slab", np.int64, geo.n_workers,
+                                 hdr + geo.n_objs * OBJ_DTYPE.itemsize + geo.n_pages * PAGE_DTYPE.itemsize)
         self.sq, self.sr = self._q("slab"), self._region("slab")
         self.tq, self.tr = self._q("tables"), self._region("tables")
         self.tables_np = self._np("tables", np.int64, geo.n_objs * geo.spc).reshape(geo.n_objs, geo.spc)
@@ -305,7 +307,7 @@ class SwapShm:
         self._regions, self._views = [], []
         for attr in self.SHARED_VIEWS if self.primary is not None else ():
             self.__dict__.pop(attr, None)
-        for attr in ("dev", "clu", "map_np", "pcp", "slab_hdr", "objs", "pages", "folios", "rcu_hdr",
+        for attr in ("dev", "clu", "map_np", "pcp", "slab_hdr", "objs", "pages", "cpu_slab", "folios", "rcu_hdr",
                      "readers", "workers", "tables_np", "devq", "cq", "map", "pq", "sq", "tq", "fq", "rq", "wq",
                      "hq", "ctlq"):
             self.__dict__.pop(attr, None)

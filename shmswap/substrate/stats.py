@@ -71,6 +71,7 @@ class Stat(IntEnum):
     ALLOC_NO_DEVICE = 47
     LONG_DELAY_FREED = 48     # long delays under which the reader's table was freed
     LONG_DELAY_GONE = 49      # ... and then went back to the page pool or to another cluster
+    TORTURE_READS = 50        # lookups made by the torture reader processes (workers/reader.py)
 
 
 N_STATS = 52  # room for a few more without changing the layout

@@ -6,7 +6,7 @@ import time
 
 from conftest import alloc_folio, release
 
-from shmswap.checks.delays import _OP_LOOKUP, STALL_S, ReaderDelays
+from shmswap.checks.delays import _OP_LOOKUP, AFTER_FREE_S, STALL_S, ReaderDelays
 from shmswap.mm.slab import OBJ_POOL
 from shmswap.mm.task import REC_DELAYING, REC_EXITING
 from shmswap.model import CACHE_ONLY, SWAPPED
@@ -90,8 +90,9 @@ def reused(system, state):
 def test_a_long_delay_ends_when_the_reused_table_caches_a_folio_at_the_readers_slot(system):
     ci, table = reused(system, CACHE_ONLY)
     t0 = time.monotonic()
-    always_long(system)._long(system.si, ci, table, 1, 5.0)
+    seen, loaded = always_long(system)._long(system.si, ci, table, 1, 5.0)
     assert time.monotonic() - t0 < 1.0
+    assert loaded == int(system.shm.tables_np[table, 1]) and not loaded & 1     # the reader's load: the folio
 
 
 def test_a_long_delay_gives_up_when_the_reused_slot_was_written_back(system):
@@ -122,8 +123,8 @@ def test_once_the_table_is_freed_the_wait_is_bounded_from_the_free(system):
         release(system, entry)                  # freed to the slab, and nothing allocates to reuse it
     assert int(system.shm.objs["owner"][table]) < 0
     t0 = time.monotonic()
-    always_long(system, long_s=0.2)._long(system.si, ci, table, 1, 0.01)
-    assert 0.2 <= time.monotonic() - t0 < 1.0
+    always_long(system, long_s=0.2)._long(system.si, ci, table, 1, 0.01)    # waits on, past its 10 ms
+    assert AFTER_FREE_S[0] <= time.monotonic() - t0 < 1.0
 
 
 def publish(system, wid, entry):
@@ -146,5 +147,5 @@ def test_with_lifetimes_a_long_delay_waits_only_on_a_cluster_another_cpu_will_em
     s.shm.wq[1 * WORKER.size + WORKER.rec + REC_DELAYING] = 0
     assert d._being_drained(s.si, ci)
     t0 = time.monotonic()
-    assert d._long(s.si, ci, table_of(s, ci), 1, 0.2) == 0      # its count stands still: no giving up
+    assert d._long(s.si, ci, table_of(s, ci), 1, 0.2) == (0, None)     # its count stands still: no giving up
     assert 0.2 <= time.monotonic() - t0 < 1.0

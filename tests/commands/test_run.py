@@ -175,6 +175,30 @@ def test_processes_are_named_as_documented(tmp_path):
     assert "shmswap-manager" in readme and "shmswap-mgr" not in readme
 
 
+def test_torture_readers_run_as_named_processes_and_leave_nothing(tmp_path):
+    run = start_cli(["run", "--size", "64M", "--seconds", "2", "--quiet", "--cpus", "2", "--torture-readers", "2",
+                     "--json", "r.json"], tmp_path)
+    for name in ("shmswap-rdr0", "shmswap-rdr1"):
+        wait_for_child(run, name)
+    finish_cli(run)
+    assert run.returncode == 0, run.stdout + run.stderr
+    delays = json.loads((tmp_path / "r.json").read_text())["oracles"]["reader_delays"]
+    assert delays["torture_readers"] == 2 and delays["torture_reads"] > 0
+
+
+def test_a_deterministic_run_turns_the_reader_delays_off(tmp_path):
+    run = run_cli(["run", "--deterministic", "--cpus", "2", "--size", "256K", "--slots-per-cluster", "8", "--ops",
+                   "200", "--quiet", "--json", "r.json", "--reader-delays", "off", "--torture-readers", "0"],
+                  tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    cfg = json.loads((tmp_path / "r.json").read_text())["config"]
+    assert cfg["reader_delays"] == "off" and cfg["torture_readers"] == 0
+    run = run_cli(["run", "--deterministic", "--cpus", "2", "--size", "256K", "--slots-per-cluster", "8", "--ops",
+                   "200", "--quiet", "--json", "d.json"], tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads((tmp_path / "d.json").read_text())["config"]["reader_delays"] == "off"
+
+
 # -- 8b. the deterministic scheduler's processes mode --------------------------------------------------
 
 def test_processes_without_deterministic_is_bad_input(tmp_path):
@@ -295,6 +319,9 @@ def test_deterministic_killed_task_process_writes_a_failed_result(tmp_path):
     (["--deterministic", "--trace-limit", "100000"], "--trace-limit"),
     (["--deterministic", "--start-method", "spawn"], "--start-method"),
     (["--deterministic", "--swapoff-every", "1"], "--swapoff-every"),
+    (["--deterministic", "--reader-delays", "on"], "--reader-delays"),        # on by default, off here
+    (["--deterministic", "--torture-readers", "2"], "--torture-readers"),
+    (["--torture-readers", "65"], "--torture-readers: 65"),
 ])
 def test_deterministic_bad_input_and_ignored_options_are_refused(tmp_path, args, needle):
     run = run_cli(["run", "--quiet", "--ops", "10", "--json", "r.json", *args], tmp_path)

@@ -89,6 +89,16 @@ def test_broken_rcu_needs_no_grace_period(make_system):
     assert s.rcu.poll_state_synchronize_rcu(s.rcu.get_state_synchronize_rcu())
 
 
+def test_a_broken_grace_period_waits_for_no_reader(make_system):
+    """--rcu none: a grace period completes under a reader still in its section (what the pipe age
+    and the freed-memory oracle are there to see)."""
+    s = make_system(rcu="none")
+    s.shm.readers["ctr"][1] = (gp(s, "gp_ctr") & RCU_GP_PHASE) | 1     # worker 1 inside a section
+    done = s.rcu.completed()
+    s.rcu.synchronize_rcu(timeout_s=0.05)
+    assert s.rcu.completed() == done + 1 and s.rcu.gp_seq() % 2 == 0
+
+
 def _reader(system, entered, left):
     system.switch_to(system.tasks[1])
     system.rcu.read_lock()
@@ -315,3 +325,28 @@ def test_manager_loop_memory_stays_flat_over_thousands_of_grace_periods():
         rcu = collect(system, m.check(), 1.0).rcu
         assert rcu["gp_latency_sample"] == 1000 and 0 < rcu["gp_latency_us_p50"] <= rcu["gp_latency_us_p99"]
         m.free_all()
+
+
+def test_a_polled_grace_period_waits_for_the_reader_without_blocking(make_system):
+    """The manager's grace periods: poll_grace_period advances as far as the readers allow and
+    returns at once; a reader in a section entered before it holds it back until it leaves."""
+    s = make_system()
+    rcu, words = s.rcu, s.shm.readers
+    done = rcu.completed()
+    words["ctr"][1] = (gp(s, "gp_ctr") & RCU_GP_PHASE) | 1     # worker 1 inside a section
+    assert rcu.poll_grace_period() is False and rcu.grace_period_under_way
+    assert rcu.poll_grace_period() is False and rcu.completed() == done
+    assert s.shm.rr.load(0) == 0                              # gp_lock is not held between polls
+    words["ctr"][1] = 0                                       # it leaves
+    assert rcu.poll_grace_period() is True and not rcu.grace_period_under_way
+    assert rcu.completed() == done + 1 and rcu.gp_seq() % 2 == 0
+
+
+def test_synchronize_rcu_first_finishes_a_polled_grace_period(make_system):
+    s = make_system()
+    done = s.rcu.completed()
+    s.shm.readers["ctr"][1] = (gp(s, "gp_ctr") & RCU_GP_PHASE) | 1
+    assert s.rcu.poll_grace_period() is False
+    s.shm.readers["ctr"][1] = 0
+    s.rcu.synchronize_rcu(timeout_s=1.0)
+    assert s.rcu.completed() == done + 2 and not s.rcu.grace_period_under_way

@@ -220,3 +220,37 @@ def test_tables_follow_clusters(system):
     assert int(s.shm.clu["table"][1]) == -1 and hdr(s, "live") == 1 and hdr(s, "peak") == 2
     assert s.shm.objs["state"][h] == OBJ_FREE
     assert_clean(s)
+
+
+def test_each_cpu_allocates_from_its_own_active_slab_page(make_system):
+    """SLUB's kmem_cache_cpu: a CPU takes objects from its active page; another CPU takes a page no
+    CPU is using (a partial one, else a new one), so tables allocated on one CPU share pages."""
+    s = make_system(n_workers=3)
+    per_page = s.shm.geo.objs_per_page
+    s.switch_to(s.tasks[0])
+    mine = [s.slab.alloc_atomic(1) for _ in range(3)]
+    s.switch_to(s.tasks[1])
+    theirs = [s.slab.alloc_atomic(2) for _ in range(3)]
+    pages = s.shm.objs["page"]
+    assert len({int(pages[h]) for h in mine}) == 1 and len({int(pages[h]) for h in theirs}) == 1
+    assert pages[mine[0]] != pages[theirs[0]]
+    assert s.shm.cpu_slab[0] == pages[mine[0]] and s.shm.cpu_slab[1] == pages[theirs[0]]
+    assert s.shm.pages["cpu"][pages[theirs[0]]] == 1
+    s.switch_to(s.tasks[1])
+    s.slab.free(mine[1])                              # freed on another CPU: back on its own page ...
+    assert s.slab.alloc_atomic(3) != mine[1]          # ... which this CPU does not take
+    s.switch_to(s.tasks[0])
+    assert s.slab.alloc_atomic(4) == mine[1]          # its own CPU takes it back at once
+    assert per_page == 8
+
+
+def test_an_empty_page_that_is_a_cpus_active_slab_stays(make_system, monkeypatch):
+    monkeypatch.setattr(slab_mod, "SLAB_KEEP_FREE_PAGES", 0)
+    s = make_system(n_workers=2, rcu="none")
+    s.switch_to(s.tasks[1])
+    objs = [s.slab.alloc_atomic(1) for _ in range(2)]
+    page = int(s.shm.objs["page"][objs[0]])
+    assert s.slab.last_on_its_page(objs[0]) is False and s.shm.cpu_slab[1] == page
+    for h in objs:
+        s.slab.free(h)
+    assert s.shm.pages["state"][page] == PAGE_SLAB     # emptied, but cpu1 allocates from it

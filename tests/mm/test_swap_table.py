@@ -21,6 +21,7 @@ from shmswap.mm.swap_table import (
     swp_tb_to_folio,
     swp_tb_to_shadow,
 )
+from shmswap.substrate.observe import Observer
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
@@ -98,3 +99,21 @@ def test_swap_table_get_reads_entries(system):
     assert swap_table_get(si, ci, off + 1) == shadow_swp_to_tb(s + 1)
     assert swap_table_get(si, ci, off + 2) == 0
     assert int(system.shm.readers["pipe"][0][0]) == 4     # live tables: age 0
+
+
+def test_a_window_hook_may_end_the_window_with_the_readers_load(system):
+    """A hook that holds the reader in its window (checks/delays.py) returns the entry it loaded when
+    the window ended: that is what the reader read, whatever the slot holds by the time it returns."""
+    e = alloc_folio(system, state=CACHED)
+    seen = folio_to_swp_tb(system.held[alloc_folio(system, state=CACHED)].folio)     # another entry's
+
+    class LoadsInTheWindow(Observer):
+        def reader_window(self, wid, ci, table, off):
+            return seen
+
+    hook = system.system.observers.add(LoadsInTheWindow())
+    try:
+        assert swap_table_get(system.si, 0, e) == seen
+    finally:
+        system.system.observers.remove(hook)
+    assert swap_table_get(system.si, 0, e) != seen
