@@ -29,7 +29,8 @@ def run(cfg: Config) -> shmswap.Result:
 
 
 def bench(args: argparse.Namespace) -> Report:
-    base = Config(size=args.size, seconds=args.seconds, seed=7, quiet=True)
+    # the workload its baselines were measured with: fill and drain, no torture reader
+    base = Config(size=args.size, seconds=args.seconds, seed=7, quiet=True, lifetimes="off", reader_delays="off")
     report = Report(f"shmswap scaling: {args.size} device, {args.seconds:g} s a run")
     for percpu in ("on", "off"):
         for cpus in CPUS:

@@ -23,7 +23,7 @@ from shmswap.runner.script import deterministic_script, parse_script, run_script
 
 def bench(args: argparse.Namespace) -> Report:
     cfg = Config(cpus=2, size="4M", slots_per_cluster=64, orders="0:0.8,2:0.2", atomic_fail=0.05, migrate=0.5,
-                 seed=1, fill=0.5)
+                 seed=1, fill=0.5, lifetimes="off")          # the workload its baselines were measured with
     rates, switches, points, prates = [], [], [], []
     for i in range(args.runs):
         script = parse_script(deterministic_script(cfg.with_(seed=1 + i), args.ops))

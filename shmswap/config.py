@@ -145,7 +145,7 @@ class Config:
     lookup_ratio: float = 1.0
     reader_delay_us: int = 0
     reader_delays: str = "on"       # --reader-delays: rcutorture-style random delays in the read sections
-    torture_readers: int = 1        # --torture-readers: reader processes that take the long delays
+    torture_readers: int = 2        # --torture-readers: reader processes that take the long delays
     lifetimes: str = "on"           # --lifetimes: the workload runs processes that swap out, live, then exit
     lockdep: bool = False           # --lockdep: lock-order checking (checks/lockdep.py) and the DEBUG_VM asserts
     start_method: str = "fork"

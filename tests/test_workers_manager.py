@@ -23,11 +23,11 @@ CFG = Config(cpus=CPUS, devices="ssd:1M:prio=5,ssd:512K", slots_per_cluster=8, o
 def manager():
     """The manager's side in this process: the owner's model and its ``Manager``; one worker pipe."""
     reset_prim()
-    model = Model.owner(CFG, CPUS + 1, supervisor=Watch(CPUS))
+    model = Model.owner(CFG, CPUS + 1, supervisor=Watch())
     ctl, ctl_child = mp.Pipe()
     worker_end, manager_end = mp.Pipe()
     try:
-        yield Manager(model, CFG, ctl_child, [manager_end], os.getpid(), Watch(CPUS)), worker_end
+        yield Manager(model, CFG, ctl_child, [manager_end], os.getpid(), Watch()), worker_end
     finally:
         for c in (ctl, ctl_child, worker_end, manager_end):
             c.close()

@@ -67,7 +67,7 @@ def manager_main(cfg: Config, n_workers: int, ctl_conn, worker_conns: list, driv
     set_comm("shmswap-manager")
     _prim.set_hook(None)
     model = None
-    watch = Watch(cfg.cpus)
+    watch = Watch()
     try:
         model = Model.owner(cfg, n_workers, supervisor=watch)
         ctl_conn.send(("names", model.system.names()))     # every device's segments
@@ -86,8 +86,7 @@ def manager_main(cfg: Config, n_workers: int, ctl_conn, worker_conns: list, driv
 class Watch:
     """What the manager's RCU asks its watchdog: is a reader alive, is the run aborting."""
 
-    def __init__(self, ncpu: int) -> None:
-        self.ncpu = ncpu
+    def __init__(self) -> None:
         self.pids: dict[int, int] = {}          # worker id -> pid (the CPUs and the torture readers)
         self.ctl: Control | None = None
 

@@ -23,6 +23,7 @@ loading the table pointer and reading the entry.  With nothing to look at, it sl
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -42,9 +43,10 @@ from shmswap.substrate.proc import set_comm
 from shmswap.substrate.stats import Stat
 from workers.workload import OP_IDLE, OP_LOOKUP, validate_lookup
 
-__all__ = ["reader_main", "TortureReader", "IDLE_S"]
+__all__ = ["reader_main", "TortureReader", "IDLE_S", "READER_NICE"]
 
 IDLE_S = 0.001              # nothing to look at: sleep this long
+READER_NICE = 10
 _OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
 _TORTURE_READS = int(Stat.TORTURE_READS)
 _PARENT_CHECK_EVERY = 64
@@ -122,6 +124,7 @@ def reader_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: i
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the driver turns them into an orderly stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     set_comm(f"shmswap-rdr{wid - cfg.cpus - 1}")
+    os.nice(READER_NICE)        # a waking reader must not push a CPU worker (a lock holder) off its core
     _prim.set_hook(None)
     driver = Lifeline(driver_pid, every_s=0.05)
     model = Model.attach(cfg, n_workers, names, wid)

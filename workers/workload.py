@@ -75,8 +75,9 @@ FIFO_FREE = 0.8
 HANDOFF = 0.1            # share of allocations published for another CPU to free
 HANDOFF_TAKE = 0.5       # share of frees that first take from the ring, so it stays short
 # Writeback is not instant: a swapped-out folio stays in the swap cache, locked, until this CPU has
-# WRITEBACK_DEPTH newer ones under writeback (completions in order, as a device queue gives them).
-WRITEBACK_DEPTH = 4
+# WRITEBACK_DEPTH newer ones under writeback (completions in order, as a device queue gives them):
+# reclaim writes folios back in batches of SWAP_CLUSTER_MAX (32) and frees them on its next pass.
+WRITEBACK_DEPTH = 32
 # --lifetimes on: a process swaps out this many clusters' worth of slots (uniform), then lives
 # LIFETIME times the steps a process takes to grow on average, one in LONG_LIVED_EVERY LONG_LIVED
 # times longer; a fill drop of more than JOB_DROP clusters' worth ends the oldest process too.

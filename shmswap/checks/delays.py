@@ -33,9 +33,10 @@ stream.  With ``--reader-delays on`` (the default):
   stopped draining (its count has not dropped for ``STALL_S``, without ``--lifetimes``), or when
   the reused table's slot was filled and written back (a shadow: nothing left to see).  Once the
   table is freed, it waits at most ``AFTER_FREE_S`` more (a reader is worth more looking
-  elsewhere than waiting on a table no CPU takes).  It looks every ``_POLL_S``, and without a
-  pause once the table serves another cluster; while a CPU allocating in that cluster is at most
-  ``SPIN_AHEAD`` slots below the reader's slot it spins (at most ``SPIN_S`` at a time).
+  elsewhere than waiting on a page that stays).  It looks every ``_POLL_S``, and every
+  ``_POLL_REUSED_S`` once the table serves another cluster; while a CPU allocating in that
+  cluster is at most ``SPIN_AHEAD`` slots below the reader's slot it spins (at most ``SPIN_S`` at
+  a time).
 * A delayer given a ``budget`` starts no long delay of a kind while those add up to more than
   that share of its run time (the torture readers have none: waiting is what they are for).
 
@@ -73,11 +74,11 @@ REFILL_SLOTS = 16       # ... and abandoned once it has grown back by this many 
 STALL_S = 0.05          # ... or once its count has not dropped for this long
 LONG_S = 0.5            # at most this many seconds
 BUDGET = 0.05           # no long delay of a kind while those add up to more than this share of the time
-SPIN_AHEAD = 128        # spin (not sleep) while an allocating CPU is this close below the reader's slot
+SPIN_AHEAD = 16         # spin (not sleep) while an allocating CPU is this close below the reader's slot
 SPIN_S = 0.002          # at most this long per spin
 _POLL_S = 0.002          # how often a long delay looks (it spins only near the event) ...
-_POLL_REUSED_S = 0.0     # ... and once its table serves another cluster (a yield: it may fill now)
-AFTER_FREE_S = (0.15, 0.05)  # once the table is freed, wait at most this for what follows, by kind:
+_POLL_REUSED_S = 0.0005  # ... and once its table serves another cluster (it may be filled any moment)
+AFTER_FREE_S = (0.5, 0.05)   # once the table is freed, wait at most this for what follows, by kind:
                              # reuse with a folio at the slot (_DRAINED), the page's return (_LAST)
 _OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
 _FREED, _GONE = 1, 2    # how far a long delay saw its table go (``_long``)

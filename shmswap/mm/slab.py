@@ -16,8 +16,13 @@ to the OS (``madvise(MADV_REMOVE)``), so real memory follows the model and a rea
 it is caught by the header, not by bytes that may have vanished.
 
 Allocation: ``alloc_atomic`` is ``kmem_cache_zalloc(__GFP_HIGH|__GFP_NOMEMALLOC|__GFP_NOWARN)``:
-an object from the freelist, or a fresh page only while the pool stays above its reserve; an
-injected failure rate applies on top, as failslab does.  ``alloc_sleeping`` is the in-process
+an object as SLUB's ``slab_alloc`` finds one (``_get_object``): from the allocating CPU's active
+slab page (``kmem_cache_cpu.slab``, one word per CPU after the page records), else from a partial
+page no CPU has active (``get_partial``: the page of the most recently freed such object), else
+from a fresh page (``new_slab``) only while the pool stays above its reserve, else from another
+CPU's active page rather than failing.  So the tables one CPU allocates share pages, and a page
+empties when their clusters do; an empty page that is a CPU's active slab stays.  An injected
+failure rate applies on top, as failslab does.  ``alloc_sleeping`` is the in-process
 backing of ``kmem_cache_zalloc(__GFP_HIGH|GFP_KERNEL)``: it may wait for grace periods to bring
 pages back and may dip into the reserve, then fail (injected rate, or the pool is exhausted).  The
 runtime puts the manager process behind the same call.
