@@ -107,8 +107,9 @@ def test_a_swapped_out_folio_stays_in_the_swap_cache_while_under_writeback(make_
     finds the (locked) folio; then a shadow stays."""
     s = lifetimes_system(make_system, lifetimes="off", cache_only=0.0)
     load = workload(s, 0)
+    assert load.writeback_depth == min(WRITEBACK_DEPTH, load.target // 64) > 0
     first = None
-    while first is None or len(load.inflight) < WRITEBACK_DEPTH:
+    while first is None or len(load.inflight) < load.writeback_depth:
         load.alloc()
         first = first or load.inflight[0]
     si, folio, entry = first[:3]

@@ -54,6 +54,7 @@ __all__ = ["manager_main", "Manager"]
 
 TICK_S = 0.002
 PROGRESS_EVERY_S = 0.2
+_DONE = {W_PARKED, W_RELEASED, W_ABORTED, W_FAILED}    # a worker that no longer runs its workload
 GP_EVERY_S = 0.02        # the kernel's RCU runs grace periods whether or not frees wait for one
 WATCH_EVERY_S = 0.05
 
@@ -173,7 +174,7 @@ class Manager:
     def _loop(self, start: float, deadline: float | None) -> None:
         next_progress = next_gp = start
         next_swapoff = start + self.cfg.swapoff_every
-        while not self._all_in({W_PARKED, W_RELEASED, W_ABORTED, W_FAILED}) and not self.events:
+        while not self._all_in(_DONE) and not self.events:
             self._serve(TICK_S)
             now = time.monotonic()
             self.system.run_pending_work(grace_period=False)     # work items, callbacks already due
@@ -184,8 +185,8 @@ class Manager:
             if self.swapoffs is not None and now >= next_swapoff and not self.ctl.stopping():
                 self._swapoff_cycle()
                 next_swapoff = time.monotonic() + self.cfg.swapoff_every
-            if deadline is not None and now >= deadline:
-                self.ctl.stop()
+            if (deadline is not None and now >= deadline) or self._all_in(_DONE, range(self.ncpu)):
+                self.ctl.stop()                 # (the CPUs spent their --ops: the torture readers stop too)
             if now >= next_progress:
                 self._send(("progress", self._total_steps(), now - start))
                 next_progress = now + PROGRESS_EVERY_S
@@ -277,8 +278,8 @@ class Manager:
             pass
 
     # -- supervision ----------------------------------------------------------------------------------
-    def _all_in(self, states: set[int]) -> bool:
-        return all(self.ctl.state(w) in states for w in self.watched)
+    def _all_in(self, states: set[int], who=None) -> bool:
+        return all(self.ctl.state(w) in states for w in (self.watched if who is None else who))
 
     def _total_steps(self) -> int:
         return sum(self.ctl.steps(w) for w in range(self.ncpu))

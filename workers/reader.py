@@ -18,7 +18,8 @@ It looks where something is about to happen (``TortureReader.target``):
 
 then makes the lookup with ``swap_cache_get_folio``, validating the folio as a swap-in does (or
 not, with ``--reader broken``).  ``checks.delays.ReaderDelays`` decides how long it waits between
-loading the table pointer and reading the entry.  With nothing to look at, it sleeps a millisecond.
+loading the table pointer and reading the entry.  With nothing to look at, or a lookup that took no
+long delay, it sleeps a millisecond.
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ class TortureReader:
         si = self.devices[self.rng.randrange(len(self.devices))]
         shm = si.slab.shm
         pages = shm.pages
-        lone = np.flatnonzero((pages["state"] == PAGE_SLAB) & (pages["inuse"] == 1) & (pages["cpu"] < 0))
+        lone = (pages["state"] == PAGE_SLAB) & (pages["inuse"] == 1)
+        if si.slab.mode == "slab":
+            lone &= pages["cpu"] < 0             # (in page mode every table is alone on its page)
+        lone = np.flatnonzero(lone)
         if not len(lone):
             return None
         page = int(lone[self.rng.randrange(len(lone))])
@@ -136,8 +140,9 @@ def reader_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: i
         ctl.set_state(wid, W_RUNNING)
         steps = 0
         while not ctl.stopping():
-            if not reader.step():
-                time.sleep(IDLE_S)
+            waited = delays.long
+            if not reader.step() or delays.long == waited:
+                time.sleep(IDLE_S)          # nothing to look at, or nothing to wait for there
             steps += 1
             ctl.beat(wid, steps)
             if steps % _PARENT_CHECK_EVERY == 0 and not driver.alive():

@@ -77,6 +77,7 @@ HANDOFF_TAKE = 0.5       # share of frees that first take from the ring, so it s
 # Writeback is not instant: a swapped-out folio stays in the swap cache, locked, until this CPU has
 # WRITEBACK_DEPTH newer ones under writeback (completions in order, as a device queue gives them):
 # reclaim writes folios back in batches of SWAP_CLUSTER_MAX (32) and frees them on its next pass.
+# Fewer on a device whose CPU's share of the fill target is under 64 slots a folio in flight.
 WRITEBACK_DEPTH = 32
 # --lifetimes on: a process swaps out this many clusters' worth of slots (uniform), then lives
 # LIFETIME times the steps a process takes to grow on average, one in LONG_LIVED_EVERY LONG_LIVED
@@ -140,6 +141,9 @@ class Workload:
         self.target = int(cfg.fill * (cfg.max_slots - 1 - len(cfg.bad_pages)) / n_workers)
         self.live: deque[list[int]] = deque()     # [entry, order, folio, state]
         self.inflight: deque[tuple] = deque()     # folios under writeback (complete_writeback)
+        # a small device (a lesson's, an exploration's) writes back at once: 32 folios in flight
+        # would hold all of it
+        self.writeback_depth = min(WRITEBACK_DEPTH, self.target // 64)
         self.used = 0
         self.recent: deque[int] = deque(maxlen=_RECENT)
         self.broken_reader = cfg.reader == "broken"
@@ -235,7 +239,8 @@ class Workload:
         if self.growing is None:
             lo, hi = PROC_CLUSTERS
             self.growing, self.grow_ops = [], 0
-            self.grow_left = rng.randint(lo, hi) * self.cfg.slots_per_cluster
+            # a small device's processes are smaller: four of them fit in the CPU's share of the fill
+            self.grow_left = max(1, min(rng.randint(lo, hi) * self.cfg.slots_per_cluster, self.target // 4))
         self.grow_ops += 1
         if self.alloc() >= 0:
             self.grow_left -= self.last_nr
@@ -316,7 +321,7 @@ class Workload:
         else:
             self.shadow += 1
             self.inflight.append((si, folio, entry, self.shadow, swp, order))
-            if len(self.inflight) > WRITEBACK_DEPTH:
+            if len(self.inflight) > self.writeback_depth:
                 self.complete_writeback()
         cur.set_rec_op(OP_IDLE)
         return entry

@@ -79,18 +79,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="share of allocations left SWAP_HAS_CACHE-only (work for reclaim, folios for readers)")
     r.add_argument("--reader-delay-us", type=int_arg, default=0,
                    help="hold CPU 0's lockless readers in their window up to N us (race window)")
-    r.add_argument("--reader-delays", default=None,
-                   help=f"on|off: rcutorture-style delays inside the read sections: short ones in the CPUs' "
-                        f"lookups, long ones in --torture-readers reader processes (default {d.reader_delays}; "
-                        f"a --deterministic run takes none)")
-    r.add_argument("--torture-readers", type=int_arg, default=None,
-                   help=f"reader processes that look up slots of tables about to be freed or reused and wait "
-                        f"inside their read sections, as rcutorture's readers do (0..64, default "
-                        f"{d.torture_readers}; only with --reader-delays on)")
+    r.add_argument("--reader-delays", default=d.reader_delays, action=_Given,
+                   help="on|off: rcutorture-style delays inside the read sections: short ones in the CPUs' "
+                        "lookups, long ones in --torture-readers reader processes (a --deterministic run takes "
+                        "none)")
+    r.add_argument("--torture-readers", type=int_arg, default=d.torture_readers, action=_Given,
+                   help="reader processes that look up slots of tables about to be freed or reused and wait "
+                        "inside their read sections, as rcutorture's readers do (0..64; only with "
+                        "--reader-delays on)")
     r.add_argument("--lifetimes", default=d.lifetimes,
                    help="on|off: each CPU runs processes that swap out a few clusters' worth, live a while, then "
                         "exit freeing all their slots at once, so whole clusters and tables recycle "
-                        "(default %(default)s; off: the CPUs fill the device towards --fill, then drain it)")
+                        "(off: the CPUs fill the device towards --fill, then drain it)")
     r.add_argument("--lockdep", action="store_true",
                    help="check the lock order of reference §2.6 at every lock, and the kernel's DEBUG_VM asserts")
     r.add_argument("--sample-ms", type=int_arg, default=d.sample_ms,
@@ -132,10 +132,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
                   sleep_reclaim=a.sleep_reclaim, swapoff_every=a.swapoff_every,
                   migrate_to=a.migrate_to, watchdog_s=a.watchdog_s, pin=a.pin, strict=a.strict,
                   json=a.json, quiet=a.quiet, inject_bug=a.inject_bug, start_method=a.start_method,
-                  reader_delay_us=a.reader_delay_us, lockdep=a.lockdep,
-                  reader_delays=d.reader_delays if a.reader_delays is None else a.reader_delays,
-                  torture_readers=d.torture_readers if a.torture_readers is None else a.torture_readers,
-                  lifetimes=a.lifetimes,
+                  reader_delay_us=a.reader_delay_us, lockdep=a.lockdep, reader_delays=a.reader_delays,
+                  torture_readers=a.torture_readers, lifetimes=a.lifetimes,
                   cache_only=a.cache_only,
                   sample_ms=a.sample_ms, trace=a.trace, trace_limit=a.trace_limit, trace_lock_ns=a.trace_lock_ns)
 
@@ -206,6 +204,15 @@ _REAL_TIME_ONLY = (
 )
 
 
+class _Given(argparse.Action):
+    """Store the value and note that it was given (``namespace.given``): a default and the same
+    value given explicitly mean different things to a deterministic run."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = getattr(namespace, "given", set()) | {self.dest}
+
+
 # Real-time options on by default: a deterministic run turns them off, and refuses them only if given.
 _OFF_IF_DETERMINISTIC = {"reader_delays": "off", "torture_readers": 0}
 
@@ -215,7 +222,7 @@ def _not_deterministic(a: argparse.Namespace, cfg: Config, processes: bool) -> s
     d = Config().with_(**_OFF_IF_DETERMINISTIC)
     for dest, why in _REAL_TIME_ONLY:
         value = a.seconds if dest == "seconds" else getattr(cfg, dest)    # cfg: normalised (ON -> on)
-        if dest in _OFF_IF_DETERMINISTIC and getattr(a, dest) is None:
+        if dest in _OFF_IF_DETERMINISTIC and dest not in getattr(a, "given", ()):
             continue                                                      # the default: turned off
         if value != getattr(d, dest):
             return f"--{dest.replace('_', '-')} {cut(str(value))}: not with --deterministic: {why}"

@@ -444,10 +444,10 @@ class TableSlab:
         return self.sq[self._o(h) + O_GP]
 
     def last_on_its_page(self, h: int) -> bool:
-        """Object ``h`` is the only one in use on its slab page, and the page is no CPU's active slab:
-        freeing it empties a page the slab may give back (slab mode; a lockless read)."""
+        """Object ``h`` is the only one in use on its page, and the page is no CPU's active slab:
+        freeing it empties a page that goes back (in page mode, every table; a lockless read)."""
         p = self._p(self.sq[self._o(h) + O_PAGE])
-        return self.mode == "slab" and self.sq[p + P_INUSE] == 1 and self.sq[p + P_CPU] < 0
+        return self.sq[p + P_INUSE] == 1 and (self.mode == "page" or self.sq[p + P_CPU] < 0)
 
     def table_has_entries(self, h: int) -> bool:
         return bool(self.shm.tables_np[h].any())

@@ -112,14 +112,20 @@ def _config(kw: dict, what: str = "config") -> Config:
     return Config(**kw)
 
 
+# What a script's ``config`` leaves out is ``Config``'s default, except these: the fill-and-drain
+# workload every script was written for (``shmswap run`` defaults to --lifetimes on since), and no
+# real-time reader delays (the scheduler decides who runs inside a read section).
+SCRIPT_DEFAULTS = {"lifetimes": "off", "reader_delays": "off", "torture_readers": 0}
+
+
 def _config_from(text: str) -> Config:
     text = text.strip()
     if text.startswith("{"):
-        d = json.loads(text)
+        d = {**SCRIPT_DEFAULTS, **json.loads(text)}
         d["orders"] = {int(k): v for k, v in d["orders"].items()} if d.get("orders") else None
         d["bad_pages"] = tuple(d.get("bad_pages", ()))
         return _config(d)
-    kw: dict = {}
+    kw: dict = dict(SCRIPT_DEFAULTS)
     for item in text.split():
         k, _, v = item.partition("=")
         kw[k.replace("-", "_")] = config_value(v)

@@ -336,5 +336,8 @@ def test_deterministic_help_texts_agree(tmp_path):
     assert "real processes are not scheduled deterministically" not in text
     assert "(default: off, " not in text
     assert text.count("(default: off)") == text.count("(default: off")
-    delays = text.rsplit("--reader-delays", 1)[1].split("--lockdep")[0]
-    assert delays.count("(default") == 1, delays
+    for option, following in (("--reader-delays READER_DELAYS", "--torture-readers TORTURE_READERS"),
+                              ("--torture-readers TORTURE_READERS", "--lifetimes LIFETIMES"),
+                              ("--lifetimes LIFETIMES", "--lockdep check")):
+        helptext = text.rsplit(option, 1)[1].split(following)[0]
+        assert helptext.count("(default") == 1, helptext
