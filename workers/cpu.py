@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psutil
 
@@ -38,7 +40,7 @@ from shmswap.trace import TraceRecorder, share
 from workers.swapoff import UnuseServer
 from workers.workload import Workload
 
-__all__ = ["cpu_main"]
+__all__ = ["worker_ends", "cpu_main"]
 
 _PARENT_CHECK_EVERY = 256
 
@@ -96,7 +98,7 @@ def cpu_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: int,
     for box in mailboxes:
         box.cur = system.cur
     ctl = Control(system.shm)
-    try:
+    with worker_ends(ctl, wid, system):
         task = model.tasks[wid]
         if cfg.pin:
             ctl.set_affinity(wid, _pin(wid))
@@ -127,10 +129,18 @@ def cpu_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: int,
         if ctl.wait_release(driver, idle=unuse.poll if unuse is not None else None):
             load.release_all()
             ctl.set_state(wid, W_RELEASED)
+
+
+@contextmanager
+def worker_ends(ctl: Control, wid: int, system) -> Iterator[None]:
+    """How a worker process ends, whatever ends it: an abort leaves it W_ABORTED; an exception
+    W_FAILED, with the run aborted (whatever it holds stays locked: every waiter must give up
+    instead of hanging); and its observers cleared and segments detached in any case."""
+    try:
+        yield
     except _prim.Aborted:
         ctl.set_state(wid, W_ABORTED)
     except BaseException:
-        # Whatever this worker holds stays locked: make every waiter give up instead of hanging.
         ctl.set_state(wid, W_FAILED)
         ctl.abort()
         raise

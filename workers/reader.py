@@ -38,10 +38,11 @@ from shmswap.mm.swap_cache import swap_cache_get_folio
 from shmswap.mm.system import SwapSystem
 from shmswap.model import SWP_TYPE_SHIFT, Model
 from shmswap.substrate import _prim
-from shmswap.substrate.control import W_ABORTED, W_FAILED, W_PARKED, W_RELEASED, W_RUNNING, Control
+from shmswap.substrate.control import W_PARKED, W_RELEASED, W_RUNNING, Control
 from shmswap.substrate.lifeline import Lifeline
 from shmswap.substrate.proc import set_comm
 from shmswap.substrate.stats import Stat
+from workers.cpu import worker_ends
 from workers.workload import OP_IDLE, OP_LOOKUP, validate_lookup
 
 __all__ = ["reader_main", "TortureReader", "IDLE_S", "READER_NICE"]
@@ -134,7 +135,7 @@ def reader_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: i
     model = Model.attach(cfg, n_workers, names, wid)
     system = model.system
     ctl = Control(system.shm)
-    try:
+    with worker_ends(ctl, wid, system):
         delays = model.add_observer(ReaderDelays(system, cfg.seed, wid, long_p=1.0, last_p=1.0, budget=None))
         reader = TortureReader(system, cfg, wid)
         ctl.set_state(wid, W_RUNNING)
@@ -151,12 +152,3 @@ def reader_main(cfg: Config, n_workers: int, names: list[dict[str, str]], wid: i
         ctl.set_state(wid, W_PARKED)
         if ctl.wait_release(driver):
             ctl.set_state(wid, W_RELEASED)
-    except _prim.Aborted:
-        ctl.set_state(wid, W_ABORTED)
-    except BaseException:
-        ctl.set_state(wid, W_FAILED)
-        ctl.abort()
-        raise
-    finally:
-        system.observers.clear()
-        system.detach()

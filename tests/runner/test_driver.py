@@ -20,8 +20,9 @@ from shmswap.substrate.shm import leftover_segments, orphaned_segments
 PKG_PARENT = str(Path(shmswap.__file__).resolve().parent.parent)
 SMALL = ["--size", "64M", "--seconds", "1.5", "--quiet"]
 # A tiny device with fast table churn and one slow reader held in its window (the recycle window).
+# The forced reader window (--reader-delay-us) on the fill-and-drain workload it was written for.
 ORACLE = ["--size", "1M", "--slots-per-cluster", "8", "--orders", "0:1", "--fill", "0.05", "--seconds", "3",
-          "--cache-only", "0.5", "--reader-delay-us", "5000", "--quiet"]
+          "--cache-only", "0.5", "--reader-delay-us", "5000", "--quiet", "--lifetimes", "off"]
 
 
 def _env() -> dict:
