@@ -34,6 +34,7 @@ import numpy as np
 from shmswap.checks.delays import ReaderDelays
 from shmswap.config import Config
 from shmswap.mm.slab import OBJ_INUSE, PAGE_SLAB
+from shmswap.mm.swap import SWP_OFFSET_MASK as _OFFSET_MASK
 from shmswap.mm.swap_cache import swap_cache_get_folio
 from shmswap.mm.system import SwapSystem
 from shmswap.model import SWP_TYPE_SHIFT, Model
@@ -49,7 +50,6 @@ __all__ = ["reader_main", "TortureReader", "IDLE_S", "READER_NICE"]
 
 IDLE_S = 0.001              # nothing to look at: sleep this long
 READER_NICE = 10
-_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
 _TORTURE_READS = int(Stat.TORTURE_READS)
 _PARENT_CHECK_EVERY = 64
 

@@ -44,6 +44,7 @@ from shmswap.mm.allocator import folio_alloc_swap
 from shmswap.mm.cluster import cluster_count
 from shmswap.mm.device import swap_usage_in_pages
 from shmswap.mm.reclaim import free_swap_and_cache_nr
+from shmswap.mm.swap import SWP_OFFSET_MASK as _OFFSET_MASK  # a record's entry: (type << SWP_TYPE_SHIFT) | offset
 from shmswap.mm.swap_cache import swap_cache_get_folio
 from shmswap.mm.swap_free import swap_duplicate
 from shmswap.mm.system import SwapSystem
@@ -61,7 +62,6 @@ OP_NAMES = {OP_IDLE: "idle", OP_ALLOC: "allocating", OP_FREE: "freeing", OP_LOOK
 # Allocation records are [entry, order, folio, state] lists (the hand-off ring carries them as
 # words): the state is an index into _STATES.
 _STATES = (SWAPPED, CACHE_ONLY)
-_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1     # a record's entry: (type << SWP_TYPE_SHIFT) | offset
 _SWAPPED, _CACHE_ONLY = 0, 1
 _RECENT = 64
 # The CPUs fill the device towards the target (allocating a little more often than freeing), then

@@ -55,6 +55,7 @@ from ..mm.cluster import C_COUNT as _C_COUNT
 from ..mm.cluster import CW as _CW
 from ..mm.folio import PG_SWAPCACHE
 from ..mm.slab import OBJ_POOL
+from ..mm.swap import SWP_OFFSET_MASK as _OFFSET_MASK
 from ..mm.swap import SWP_TYPE_SHIFT
 from ..mm.system import SwapSystem
 from ..mm.task import REC_OP
@@ -80,7 +81,6 @@ _POLL_S = 0.002          # how often a long delay looks (it spins only near the 
 _POLL_REUSED_S = 0.0005  # ... and once its table serves another cluster (it may be filled any moment)
 AFTER_FREE_S = (0.5, 0.05)   # once the table is freed, wait at most this for what follows, by kind:
                              # reuse with a folio at the slot (_DRAINED), the page's return (_LAST)
-_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
 _FREED, _GONE = 1, 2    # how far a long delay saw its table go (``_long``)
 _DRAINED, _LAST = 0, 1  # the kinds of long delay: a cluster about to empty, the last table on its page
 _SHORT, _LONG, _DELAY_US = int(Stat.READER_DELAYS_SHORT), int(Stat.READER_DELAYS_LONG), int(Stat.READER_DELAY_US)
